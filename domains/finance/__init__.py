@@ -1,0 +1,1 @@
+"""Finance vertical: card-fraud detection across banks on 128-feature transaction tables."""

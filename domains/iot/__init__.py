@@ -1,0 +1,3 @@
+"""IoT vertical: vibration anomaly detection across machine fleets (scenarios arrive with issue 4)."""
+
+DOMAIN = "iot"

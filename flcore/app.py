@@ -1,0 +1,385 @@
+"""The suite's Flower ServerApp and ClientApp (Message API), domain-agnostic.
+
+The ServerApp first asks every site for feature sums (never rows) to build the
+shared standardisation, then runs the configured strategy from
+:mod:`flcore.strategies`. The ClientApp trains and evaluates the scenario's task on
+its site's data. Both are built by factories for the in-process simulation runner
+(:mod:`flcore.simulation`); the module-level ``server_app`` and ``client_app`` serve
+``flwr run .`` and deployed SuperNodes, configured from the Flower run config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from flcore import keys
+from flcore import scenario as scenario_registry
+from flcore.config import RunConfig, apply_settings, settings_of, to_dict, to_json
+from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs, split_site
+from flcore.exceptions import FlsuiteError
+from flcore.monitor import FederationMonitor, MonitoredGrid, RoundRecord
+from flcore.strategies import build_strategy
+
+RUN_JSON = "run-json"
+
+
+# --------------------------------------------------------------------------------------
+# Site data on the client side
+# --------------------------------------------------------------------------------------
+
+SiteLoader = Callable[[Context, RunConfig], SiteSplit]
+_SITE_CACHE: dict[tuple[str, int, float], SiteSplit] = {}
+
+
+def save_split(split: SiteSplit, path: Path) -> None:
+    """Write a prepared site split (train and test arrays) as one ``.npz`` file."""
+    tmp = path.with_suffix(".partial.npz")
+    np.savez(
+        tmp,
+        name=np.asarray(split.name),
+        x_train=split.train.x,
+        y_train=split.train.y,
+        x_test=split.test.x,
+        y_test=split.test.y,
+    )
+    tmp.replace(path)
+
+
+def load_split(path: Path) -> SiteSplit:
+    """Inverse of :func:`save_split`."""
+    with np.load(path) as z:
+        name = str(z["name"])
+        return SiteSplit(
+            name,
+            SiteData(name, z["x_train"], z["y_train"], str(path)),
+            SiteData(name, z["x_test"], z["y_test"], str(path)),
+        )
+
+
+def prepared_site_loader(prepared: list[str]) -> SiteLoader:
+    """Loader for simulation: virtual node ``partition-id`` reads ``prepared[partition-id]``."""
+
+    def load(context: Context, cfg: RunConfig) -> SiteSplit:
+        path = prepared[int(context.node_config["partition-id"])]
+        key = (path, cfg.seed, cfg.test_fraction)
+        if key not in _SITE_CACHE:
+            _SITE_CACHE[key] = load_split(Path(path))
+        return _SITE_CACHE[key]
+
+    return load
+
+
+def _folder_site_loader(context: Context, cfg: RunConfig, scenario: scenario_registry.Scenario) -> SiteSplit:
+    """Loader for deployment and ``flwr run``: a site folder read through the adapter.
+
+    A deployed SuperNode names its own folder in its node config (``data-dir``); in
+    ``flwr run`` simulation, virtual node ``partition-id`` takes the matching
+    sub-folder of the run config's ``data-dir`` (synthetic data when empty).
+    """
+    node = context.node_config
+    if "data-dir" in node:
+        site_dir = Path(str(node["data-dir"]))
+    else:
+        root = _data_root(scenario, str(context.run_config.get("data-dir", "")), cfg.seed)
+        site_dir = list_site_dirs(root, scenario.adapter)[int(node["partition-id"])]
+    key = (str(site_dir), cfg.seed, cfg.test_fraction)
+    if key not in _SITE_CACHE:
+        site = scenario.adapter.read(site_dir)
+        _SITE_CACHE[key] = split_site(site, cfg.test_fraction, cfg.seed)
+    return _SITE_CACHE[key]
+
+
+def _data_root(scenario: scenario_registry.Scenario, data_dir: str, seed: int) -> Path:
+    """``data_dir`` if given, else synthetic data generated once into a per-user cache."""
+    if data_dir:
+        return Path(data_dir)
+    cache = Path(os.environ.get("FLSUITE_CACHE", Path.home() / ".cache" / "flsuite"))
+    root = cache / f"{scenario.name}-seed{seed}"
+    if not root.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".partial-"))
+        scenario.make_data(tmp, seed)
+        try:
+            tmp.rename(root)  # atomic; a concurrent generator may have won the race
+        except OSError:
+            pass
+    return root
+
+
+# --------------------------------------------------------------------------------------
+# ClientApp
+# --------------------------------------------------------------------------------------
+
+
+def _decode(config: ConfigRecord) -> tuple[scenario_registry.Scenario, RunConfig, Any]:
+    scenario = scenario_registry.get(str(config[keys.SCENARIO]))
+    cfg = apply_settings(RunConfig(), json.loads(str(config[RUN_JSON])))
+    params = scenario.params_from_dict(json.loads(str(config[keys.PARAMS_JSON])))
+    return scenario, cfg, params
+
+
+def _site_seed(seed: int, server_round: int, site: str) -> int:
+    return zlib.crc32(f"{seed}/{server_round}/{site}".encode()) & 0x7FFFFFFF
+
+
+def _site_record(name: str) -> ConfigRecord:
+    return ConfigRecord({keys.SITE_NAME: name})
+
+
+def make_client_app(load_site: SiteLoader | None = None, torch_threads: int | None = None) -> ClientApp:
+    """Build the ClientApp.
+
+    Parameters
+    ----------
+    load_site : callable, optional
+        ``load_site(context, cfg) -> SiteSplit``. Defaults to reading the site folder
+        through the scenario's adapter (deployment and ``flwr run``).
+    torch_threads : int, optional
+        Threads torch may use in this process (1 per virtual client in simulation).
+    """
+    app = ClientApp()
+
+    def site_for(msg: Message, context: Context) -> tuple[Any, RunConfig, Any, SiteSplit]:
+        import torch
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        scenario, cfg, params = _decode(msg.content[keys.CONFIG])  # type: ignore[arg-type]
+        split = load_site(context, cfg) if load_site else _folder_site_loader(context, cfg, scenario)
+        return scenario, cfg, params, split
+
+    def model_from(task: Any, split: SiteSplit, arrays: ArrayRecord) -> Any:
+        model = task.init_model(FeatureStats.of(split.train.x[:1]), 0)
+        model.load_state_dict(arrays.to_torch_state_dict())
+        return model
+
+    @app.query(keys.QUERY_FEATURE_STATS)
+    def query(msg: Message, context: Context) -> Message:
+        _, _, _, split = site_for(msg, context)
+        stats = FeatureStats.of(split.train.x, split.train.y)
+        content = RecordDict(
+            {
+                keys.ARRAYS: ArrayRecord({keys.STAT_SUM: Array(stats.total), keys.STAT_SUMSQ: Array(stats.total_sq)}),
+                keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: stats.count, keys.NUM_POSITIVE: stats.positives}),
+                keys.SITE: _site_record(split.name),
+            }
+        )
+        return Message(content=content, reply_to=msg)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        scenario, cfg, params, split = site_for(msg, context)
+        conf = msg.content[keys.CONFIG]
+        server_round = int(conf[keys.SERVER_ROUND])  # type: ignore[index,arg-type]
+        task = scenario.make_task(params)
+        model = model_from(task, split, msg.content[keys.ARRAYS])  # type: ignore[arg-type]
+        mu = float(conf.get(keys.PROXIMAL_MU, 0.0))  # type: ignore[union-attr,arg-type]
+        out = task.fit(
+            model,
+            split.train,
+            cfg,
+            first_round=server_round - 1,
+            num_rounds=1,
+            seed=_site_seed(cfg.seed, server_round, split.name),
+            proximal_mu=mu,
+        )
+        metrics = MetricRecord({keys.NUM_EXAMPLES: len(split.train), **out})
+        content = RecordDict(
+            {
+                keys.ARRAYS: ArrayRecord(model.state_dict()),
+                keys.METRICS: metrics,
+                keys.SITE: _site_record(split.name),
+            }
+        )
+        return Message(content=content, reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        scenario, _, params, split = site_for(msg, context)
+        task = scenario.make_task(params)
+        model = model_from(task, split, msg.content[keys.ARRAYS])  # type: ignore[arg-type]
+        scores = task.score(split.test.y, task.predict(model, split.test.x))
+        values: dict[str, Any] = {keys.NUM_EXAMPLES: len(split.test)}
+        for name, value in scores.items():
+            if name in ("n",):
+                continue
+            values["eval-loss" if name == "loss" else name] = float("nan") if value is None else float(value)
+        content = RecordDict({keys.METRICS: MetricRecord(values), keys.SITE: _site_record(split.name)})
+        return Message(content=content, reply_to=msg)
+
+    return app
+
+
+# --------------------------------------------------------------------------------------
+# ServerApp
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class FederationPlan:
+    """What the ServerApp runs: a scenario with its settings, for a number of sites."""
+
+    scenario: str
+    cfg: RunConfig
+    params: Any
+    num_sites: int
+    connect_timeout_s: float = 120.0
+    on_round: Callable[[RoundRecord], None] | None = None
+
+
+@dataclass
+class FederationOutcome:
+    """What the ServerApp hands back: the final model and the per-round records."""
+
+    state_dict: dict[str, Any] = field(default_factory=dict)
+    monitor: FederationMonitor | None = None
+    feature_stats: FeatureStats | None = None
+    sites: list[str] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+def _common_config(plan: FederationPlan) -> ConfigRecord:
+    return ConfigRecord(
+        {
+            keys.SCENARIO: plan.scenario,
+            RUN_JSON: to_json(plan.cfg),
+            keys.PARAMS_JSON: json.dumps(to_dict(plan.params), sort_keys=True),
+        }
+    )
+
+
+def _wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
+    # Flower samples from the nodes connected at that moment: wait for all of them.
+    deadline = time.monotonic() + timeout_s
+    while len(ids := list(grid.get_node_ids())) < n:
+        if time.monotonic() > deadline:
+            raise FlsuiteError(
+                f"Only {len(ids)} of {n} sites connected within {timeout_s:.0f} s. "
+                "Check that every site's SuperNode is running and can reach the SuperLink."
+            )
+        time.sleep(0.05)
+    return ids
+
+
+def collect_feature_stats(
+    grid: Grid, node_ids: list[int], config: ConfigRecord, timeout: float
+) -> tuple[FeatureStats, list[str]]:
+    """Ask every site for its feature sums and combine them (no row leaves a site)."""
+    content = RecordDict({keys.CONFIG: config})
+    messages = [
+        Message(content=content, message_type=f"{keys.QUERY_KIND}.{keys.QUERY_FEATURE_STATS}", dst_node_id=n)
+        for n in node_ids
+    ]
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    parts, names = [], []
+    for reply in replies:
+        if reply.has_error():
+            raise FlsuiteError(f"A site failed while computing feature statistics: {reply.error.reason}")
+        arrays = reply.content[keys.ARRAYS]
+        metrics = reply.content[keys.METRICS]
+        parts.append(
+            FeatureStats(
+                count=int(metrics[keys.NUM_EXAMPLES]),  # type: ignore[index,arg-type]
+                total=arrays[keys.STAT_SUM].numpy(),  # type: ignore[index,union-attr]
+                total_sq=arrays[keys.STAT_SUMSQ].numpy(),  # type: ignore[index,union-attr]
+                positives=int(metrics[keys.NUM_POSITIVE]),  # type: ignore[index,arg-type]
+            )
+        )
+        names.append(str(reply.content[keys.SITE][keys.SITE_NAME]))  # type: ignore[index]
+    if len(parts) < len(node_ids):
+        raise FlsuiteError(f"Only {len(parts)} of {len(node_ids)} sites returned feature statistics.")
+    return FeatureStats.combine(parts), sorted(names)
+
+
+def run_federation(grid: Grid, plan: FederationPlan) -> FederationOutcome:
+    """The ServerApp's work: statistics round, then the strategy's rounds."""
+    t0 = time.perf_counter()
+    cfg = plan.cfg
+    random.seed(cfg.seed)  # Flower's node sampling uses the `random` module
+    scenario = scenario_registry.get(plan.scenario)
+    monitor = FederationMonitor(on_round=plan.on_round)
+    mgrid = MonitoredGrid(grid, monitor)
+    node_ids = sorted(_wait_for_nodes(grid, plan.num_sites, plan.connect_timeout_s))
+    common = _common_config(plan)
+    stats, sites = collect_feature_stats(mgrid, node_ids, common, timeout=plan.connect_timeout_s)
+
+    task = scenario.make_task(plan.params)
+    model = task.init_model(stats, cfg.seed)
+    strategy = build_strategy(
+        cfg,
+        plan.num_sites,
+        train_metrics_aggr_fn=monitor.aggregate_train,
+        evaluate_metrics_aggr_fn=monitor.aggregate_evaluate,
+    )
+    result = strategy.start(
+        grid=mgrid,
+        initial_arrays=ArrayRecord(model.state_dict()),
+        num_rounds=cfg.num_server_rounds,
+        train_config=_common_config(plan),
+        evaluate_config=_common_config(plan),
+        evaluate_fn=monitor.end_round,
+    )
+    final = result.arrays if len(result.arrays) else ArrayRecord(model.state_dict())
+    return FederationOutcome(
+        state_dict=final.to_torch_state_dict(),
+        monitor=monitor,
+        feature_stats=stats,
+        sites=sites,
+        wall_time_s=time.perf_counter() - t0,
+    )
+
+
+def make_server_app(plan: FederationPlan, outcome: FederationOutcome) -> ServerApp:
+    """ServerApp for in-process simulation; fills ``outcome`` when done."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        done = run_federation(grid, plan)
+        outcome.__dict__.update(done.__dict__)
+
+    return app
+
+
+# --------------------------------------------------------------------------------------
+# Module-level apps for `flwr run .` and deployed SuperNodes
+# --------------------------------------------------------------------------------------
+
+server_app = ServerApp()
+client_app = make_client_app()
+
+
+def plan_from_run_config(run_config: dict[str, Any]) -> tuple[FederationPlan, Path]:
+    """Read ``[tool.flwr.app.config]`` once into a typed plan and an output folder."""
+    scenario = scenario_registry.get(str(run_config.get("scenario", "finance-five-banks")))
+    values = {k: v for k, v in run_config.items() if k in settings_of(RunConfig) or k in settings_of(scenario.params)}
+    cfg, params = scenario.configure(values)
+    num_sites = int(run_config.get("num-sites-expected", 0)) or len(
+        list_site_dirs(_data_root(scenario, str(run_config.get("data-dir", "")), cfg.seed), scenario.adapter)
+    )
+    out = Path(str(run_config.get("out-dir", "runs/flwr-run")))
+    return FederationPlan(scenario.name, cfg, params, num_sites), out
+
+
+@server_app.main()
+def _flwr_run_main(grid: Grid, context: Context) -> None:
+    from flcore.results import federated_only_results, write_json
+
+    plan, out = plan_from_run_config(dict(context.run_config))
+    outcome = run_federation(grid, plan)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "federated.json", federated_only_results(plan, outcome))

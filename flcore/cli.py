@@ -1,0 +1,197 @@
+"""The ``flsuite`` command line: list scenarios, make synthetic data, run the three arms."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from flcore.exceptions import ConfigError, FlsuiteUserError
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}. Example: --set local-epochs=3")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    """`flsuite scenarios`: one line per registered scenario."""
+    from flcore import scenario
+
+    for name, sc in scenario.available().items():
+        print(f"{name:<24} {sc.domain:<8} {sc.description}")
+    return 0
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    """`flsuite strategies`: one line per registered strategy, with its paper."""
+    from flcore.strategies import REGISTRY
+
+    for name, spec in REGISTRY.items():
+        print(f"{name:<22} {spec.summary} [{spec.paper}]")
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    """`flsuite settings SCENARIO`: every setting with its recommended value."""
+    from flcore import scenario
+    from flcore.config import settings_of, to_dict
+
+    sc = scenario.get(args.scenario)
+    cfg, params = sc.configure({})
+    for obj in (cfg, params):
+        values = to_dict(obj)
+        for key, f in settings_of(obj).items():
+            print(f"{key:<22} {values[key]!s:<22} {f.metadata.get('help', '')}")
+    return 0
+
+
+def cmd_data_make(args: argparse.Namespace) -> int:
+    """`flsuite data make SCENARIO --out DIR`: synthetic sites in the real format."""
+    from flcore import scenario
+
+    sc = scenario.get(args.scenario)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise FlsuiteUserError(f"{out} exists and is not empty. Choose another --out or pass --force.")
+    files = sc.make_data(out, args.seed, scale=args.scale, file_format=args.format)
+    for f in files:
+        print(f)
+    print(f"wrote {len(files)} {sc.site_noun} folder(s) under {out}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`flsuite run SCENARIO`: the three arms, a summary table and results.json."""
+    from flcore import scenario
+    from flcore.harness import run_experiment
+    from flcore.results import write_json
+
+    sc = scenario.get(args.scenario)
+    values: dict[str, Any] = _parse_sets(args.set or [])
+    if args.rounds is not None:
+        values["num-server-rounds"] = args.rounds
+    if args.seed is not None:
+        values["seed"] = args.seed
+    if args.strategy is not None:
+        values["strategy"] = args.strategy
+    cfg, params = sc.configure(values)
+    from flcore.strategies import get_spec
+
+    get_spec(cfg.strategy)  # unknown names fail before any work
+    data = Path(args.data) if args.data else None
+    out = Path(args.out or f"runs/{sc.name}")
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    say(f"flsuite run {sc.name}: strategy {cfg.strategy}, {cfg.num_server_rounds} rounds, seed {cfg.seed}")
+    results = run_experiment(sc, cfg, params, data_dir=data, progress=say)
+    path = write_json(out / "results.json", results)
+    print(summary_table(results))
+    print(f"\nresults: {path}")
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    return "   n/a" if v is None else f"{v:6.4f}"
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """Short human summary: the three arms, then the primary metric per site."""
+    m = results["primary_metric"]
+    arms = results["arms"]
+    lines = [
+        "",
+        f"{'arm':<12} {m + ' (union)':>16} {'site mean':>10} {'worst site':>20} "
+        f"{'roc_auc':>8} {'recall@1%fpr':>13} {'time s':>7}",
+    ]
+    for name in ("federated", "centralised", "local_only"):
+        a = arms[name]
+        worst = a["worst_site"]
+        w = f"{_fmt(worst['value'])} {worst['site'] or ''}"
+        lines.append(
+            f"{name:<12} {_fmt(a['union'].get(m)):>16} {_fmt(a['mean_over_sites'].get(m)):>10} {w:>20} "
+            f"{_fmt(a['union'].get('roc_auc')):>8} {_fmt(a['union'].get('recall_at_1pct_fpr')):>13} "
+            f"{a['wall_time_s']:7.1f}"
+        )
+    lines += ["", f"{'site':<14} {'train':>7} {'pos':>5} {'federated':>10} {'centralised':>12} {'local-only':>11}"]
+    for site in results["data"]["sites"]:
+        s = site["name"]
+        lines.append(
+            f"{s:<14} {site['n_train']:>7} {site['positives_train']:>5} "
+            f"{_fmt(arms['federated']['per_site'][s].get(m)):>10} "
+            f"{_fmt(arms['centralised']['per_site'][s].get(m)):>12} "
+            f"{_fmt(arms['local_only']['per_site'][s].get(m)):>11}"
+        )
+    c = results["comparison"]
+    fed = arms["federated"]
+    lines += [
+        "",
+        f"federated / centralised {m}: {_fmt(c['federated_over_centralised'])}; federated beats local-only at "
+        f"{c['sites_where_federated_beats_local']} of {len(results['data']['sites'])} sites; "
+        f"{(fed['bytes_sent'] + fed['bytes_received']) / 1e6:.1f} MB exchanged.",
+    ]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    p = argparse.ArgumentParser(
+        prog="flsuite",
+        description="Federated learning for hospitals, banks and industrial fleets, on Flower.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("scenarios", help="list the registered scenarios")
+    s.set_defaults(fn=cmd_scenarios)
+    s = sub.add_parser("strategies", help="list the aggregation strategies")
+    s.set_defaults(fn=cmd_strategies)
+    s = sub.add_parser("settings", help="list a scenario's settings with their recommended values")
+    s.add_argument("scenario")
+    s.set_defaults(fn=cmd_settings)
+
+    d = sub.add_parser("data", help="data utilities")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    m = dsub.add_parser("make", help="write a scenario's synthetic sites in the real format")
+    m.add_argument("scenario")
+    m.add_argument("--out", required=True, help="output directory (one sub-folder per site)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--scale", type=float, default=1.0, help="multiply every site's size (e.g. 0.1)")
+    m.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    m.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    m.set_defaults(fn=cmd_data_make)
+
+    r = sub.add_parser("run", help="run federated, centralised and local-only arms; write results.json")
+    r.add_argument("scenario")
+    r.add_argument("--data", help="directory with one sub-folder per site (default: synthetic)")
+    r.add_argument("--rounds", type=int, help="federated rounds (num-server-rounds)")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--strategy", help="aggregation strategy (see `flsuite strategies`)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting (see `flsuite settings SCENARIO`)")
+    r.add_argument("--out", help="output directory (default: runs/SCENARIO)")
+    r.add_argument("--quiet", action="store_true", help="print only the summary")
+    r.set_defaults(fn=cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``flsuite`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except FlsuiteUserError as err:
+        text = textwrap.fill(str(err), width=100, break_long_words=False, break_on_hyphens=False)
+        print(f"flsuite: error: {text}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("flsuite: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

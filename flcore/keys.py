@@ -1,0 +1,35 @@
+"""Message keys, config keys and metric names shared by ServerApp, ClientApp and reports."""
+
+# Records inside a Message's RecordDict.
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+SITE = "site"  # ConfigRecord in replies: which site answered
+
+# MetricRecord keys.
+NUM_EXAMPLES = "num-examples"  # Flower's default weighting key
+NUM_POSITIVE = "num-positive"
+TRAIN_LOSS = "train-loss"
+EVAL_LOSS = "eval-loss"
+
+# ConfigRecord keys sent with train/evaluate messages.
+SERVER_ROUND = "server-round"
+LOCAL_EPOCHS = "local-epochs"
+LEARNING_RATE = "learning-rate"
+BATCH_SIZE = "batch-size"
+PROXIMAL_MU = "proximal-mu"  # set by Flower's FedProx
+SEED = "seed"
+SCENARIO = "scenario"
+SITE_NAME = "site-name"
+PARAMS_JSON = "params-json"  # the domain's hyperparameters, as JSON
+
+# Query messages (federated statistics before round 1).
+QUERY_KIND = "query"
+QUERY_FEATURE_STATS = "feature_stats"  # a Python identifier, as Flower requires
+STAT_SUM = "sum"
+STAT_SUMSQ = "sumsq"
+
+# Binary-classification metric names (also the names in results.json).
+PR_AUC = "pr_auc"
+ROC_AUC = "roc_auc"
+RECALL_AT_1PCT_FPR = "recall_at_1pct_fpr"

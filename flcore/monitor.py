@@ -1,0 +1,224 @@
+"""Per-round bookkeeping of a federation: bytes on the wire, replies, per-site metrics, timing.
+
+:class:`MonitoredGrid` wraps Flower's Grid and measures every message as its
+serialised protobuf size (what travels between SuperLink and SuperNodes).
+:class:`FederationMonitor` also serves as the strategy's metric-aggregation
+function, so per-site metrics are kept alongside Flower's weighted averages.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.common.serde import recorddict_to_proto
+from flwr.serverapp import Grid
+
+from flcore import keys
+
+
+def message_bytes(content: RecordDict) -> int:
+    """Serialised size in bytes of a message's content, as sent over gRPC."""
+    return int(recorddict_to_proto(content).ByteSize())
+
+
+@dataclass
+class RoundRecord:
+    """What happened in one round."""
+
+    round: int
+    sampled: int = 0
+    replies: int = 0
+    failures: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    train: dict[str, float] = field(default_factory=dict)
+    evaluate: dict[str, float] = field(default_factory=dict)
+    per_site_train: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_site_evaluate: dict[str, dict[str, float]] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    wall_time_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        def clean(d: dict[str, float]) -> dict[str, float | None]:
+            return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+        return {
+            "round": self.round,
+            "sites_sampled": self.sampled,
+            "sites_replied": self.replies,
+            "sites_failed": self.failures,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "wall_time_s": round(self.wall_time_s, 4),
+            "train": clean(self.train),
+            "evaluate": clean(self.evaluate),
+            "per_site_evaluate": {s: clean(m) for s, m in sorted(self.per_site_evaluate.items())},
+        }
+
+
+def _site_of(record: RecordDict) -> str:
+    for cfg in record.config_records.values():
+        if keys.SITE_NAME in cfg:
+            return str(cfg[keys.SITE_NAME])
+    return "?"
+
+
+def nan_aware_average(records: list[RecordDict], weight_key: str) -> MetricRecord:
+    """Weighted average of every numeric metric, skipping NaN (undefined) values."""
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for record in records:
+        for metrics in record.metric_records.values():
+            w = float(metrics.get(weight_key, 1.0))  # type: ignore[arg-type]
+            for key, value in metrics.items():
+                if key == weight_key or isinstance(value, list):
+                    continue
+                v = float(value)
+                if math.isnan(v):
+                    continue
+                sums[key] = sums.get(key, 0.0) + w * v
+                weights[key] = weights.get(key, 0.0) + w
+    return MetricRecord({k: sums[k] / weights[k] for k in sums if weights[k] > 0})
+
+
+class FederationMonitor:
+    """Collects :class:`RoundRecord` objects while a strategy runs.
+
+    Parameters
+    ----------
+    on_round : callable, optional
+        Called with each finished :class:`RoundRecord` (progress display).
+    """
+
+    def __init__(self, on_round: Callable[[RoundRecord], None] | None = None) -> None:
+        self.rounds: list[RoundRecord] = []
+        self.setup_bytes_sent = 0
+        self.setup_bytes_received = 0
+        self.on_round = on_round
+        self._current: RoundRecord | None = None
+
+    # -- called by MonitoredGrid -------------------------------------------------
+    def record_exchange(
+        self,
+        started: float,
+        round_no: int | None,
+        message_type: str,
+        sent: int,
+        bytes_out: int,
+        replies: list[Message],
+        bytes_in: int,
+    ) -> None:
+        if round_no is None:
+            self.setup_bytes_sent += bytes_out
+            self.setup_bytes_received += bytes_in
+            return
+        if self._current is None or self._current.round != round_no:
+            self._current = RoundRecord(round=round_no, started=started)
+            self.rounds.append(self._current)
+        rec = self._current
+        rec.bytes_sent += bytes_out
+        rec.bytes_received += bytes_in
+        if message_type == "train":
+            rec.sampled = sent
+            rec.failures = sum(1 for m in replies if m.has_error())
+            rec.replies = len(replies) - rec.failures
+
+    # -- metric aggregation functions handed to the strategy -------------------------
+    def aggregate_train(self, records: list[RecordDict], weight_key: str) -> MetricRecord:
+        if self._current is not None:
+            for r in records:
+                self._current.per_site_train[_site_of(r)] = _flat(r)
+        agg = nan_aware_average(records, weight_key)
+        if self._current is not None:
+            self._current.train = _flat(RecordDict({keys.METRICS: agg}))
+        return agg
+
+    def aggregate_evaluate(self, records: list[RecordDict], weight_key: str) -> MetricRecord:
+        if self._current is not None:
+            for r in records:
+                self._current.per_site_evaluate[_site_of(r)] = _flat(r)
+        agg = nan_aware_average(records, weight_key)
+        if self._current is not None:
+            self._current.evaluate = _flat(RecordDict({keys.METRICS: agg}))
+        return agg
+
+    # -- evaluate_fn hook: runs after each round ----------------------------------------
+    def end_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0 or self._current is None:
+            return None
+        self._current.wall_time_s = time.perf_counter() - self._current.started
+        if self.on_round is not None:
+            self.on_round(self._current)
+        return None
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.setup_bytes_sent + sum(r.bytes_sent for r in self.rounds)
+
+    @property
+    def bytes_received(self) -> int:
+        return self.setup_bytes_received + sum(r.bytes_received for r in self.rounds)
+
+
+def _flat(record: RecordDict) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for metrics in record.metric_records.values():
+        for k, v in metrics.items():
+            if not isinstance(v, list):
+                out[k] = float(v)
+    return out
+
+
+class MonitoredGrid(Grid):
+    """A Grid that forwards everything to ``inner`` and reports each exchange."""
+
+    def __init__(self, inner: Grid, monitor: FederationMonitor) -> None:
+        self._inner = inner
+        self._monitor = monitor
+
+    def set_run(self, run: Any) -> None:  # pragma: no cover - set by Flower before wrapping
+        self._inner.set_run(run)
+
+    @property
+    def run(self) -> Any:
+        return self._inner.run
+
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
+        return self._inner.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self._inner.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self._inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._inner.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        messages = list(messages)
+        sizes: dict[int, int] = {}
+        bytes_out = 0
+        round_no: int | None = None
+        message_type = ""
+        for m in messages:
+            key = id(m.content)
+            if key not in sizes:  # strategies send one RecordDict to many nodes
+                sizes[key] = message_bytes(m.content)
+            bytes_out += sizes[key]
+            message_type = m.metadata.message_type
+            for cfg in m.content.config_records.values():
+                if keys.SERVER_ROUND in cfg:
+                    round_no = int(cfg[keys.SERVER_ROUND])  # type: ignore[arg-type]
+        started = time.perf_counter()
+        replies = list(self._inner.send_and_receive(messages, timeout=timeout))
+        bytes_in = sum(message_bytes(r.content) for r in replies if not r.has_error())
+        self._monitor.record_exchange(started, round_no, message_type, len(messages), bytes_out, replies, bytes_in)
+        return replies

@@ -1,0 +1,149 @@
+"""Registry of aggregation strategies by name, each built on Flower's own strategy classes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flwr.serverapp.strategy import (
+    FedAdam,
+    FedAvg,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    FedYogi,
+    Krum,
+    Strategy,
+)
+
+from flcore.config import RunConfig
+from flcore.exceptions import ConfigError, UnknownNameError
+from flcore.strategies.sizeweighted import FedAvgSizeWeighted
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """How to build one registered strategy from the run configuration."""
+
+    name: str
+    summary: str
+    paper: str
+    build: Callable[[RunConfig, dict[str, Any]], Strategy]
+    min_sites: Callable[[RunConfig], int] = lambda cfg: 1
+
+
+def _krum_min_sites(cfg: RunConfig) -> int:
+    # Krum needs n > 2f + 2 replies to pick a candidate surrounded by honest ones.
+    return 2 * cfg.krum_malicious + 3
+
+
+REGISTRY: dict[str, StrategySpec] = {
+    s.name: s
+    for s in (
+        StrategySpec(
+            "fedavg",
+            "Sample-weighted average of site models.",
+            "McMahan et al., AISTATS 2017",
+            lambda cfg, kw: FedAvg(**kw),
+        ),
+        StrategySpec(
+            "fedavg-sizeweighted",
+            "FedAvg with site weight n^(1+beta) (size-weight-beta; 0 is FedAvg, -1 equal weights).",
+            "generalises McMahan et al. 2017",
+            lambda cfg, kw: FedAvgSizeWeighted(beta=cfg.size_weight_beta, **kw),
+        ),
+        StrategySpec(
+            "fedprox",
+            "FedAvg plus a proximal term at the sites against client drift (proximal-mu).",
+            "Li et al., MLSys 2020",
+            lambda cfg, kw: FedProx(proximal_mu=cfg.proximal_mu, **kw),
+        ),
+        StrategySpec(
+            "fedadam",
+            "Server-side Adam on the averaged update (server-learning-rate).",
+            "Reddi et al., ICLR 2021",
+            lambda cfg, kw: FedAdam(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate, **kw),
+        ),
+        StrategySpec(
+            "fedyogi",
+            "Server-side Yogi on the averaged update (server-learning-rate).",
+            "Reddi et al., ICLR 2021",
+            lambda cfg, kw: FedYogi(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate, **kw),
+        ),
+        StrategySpec(
+            "fedtrimmedavg",
+            "Coordinate-wise trimmed mean, robust to outlying updates (trim-beta).",
+            "Yin et al., ICML 2018",
+            lambda cfg, kw: FedTrimmedAvg(beta=cfg.trim_beta, **kw),
+            min_sites=lambda cfg: 3,
+        ),
+        StrategySpec(
+            "fedmedian",
+            "Coordinate-wise median, robust to outlying updates.",
+            "Yin et al., ICML 2018",
+            lambda cfg, kw: FedMedian(**kw),
+            min_sites=lambda cfg: 3,
+        ),
+        StrategySpec(
+            "krum",
+            "Picks the update closest to its neighbours, tolerating krum-malicious bad sites.",
+            "Blanchard et al., NeurIPS 2017",
+            lambda cfg, kw: Krum(num_malicious_nodes=cfg.krum_malicious, **kw),
+            min_sites=_krum_min_sites,
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> StrategySpec:
+    """Look a strategy up by name, with the list of valid names on failure."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UnknownNameError(
+            f"Unknown strategy '{name}'. Registered strategies: {', '.join(sorted(REGISTRY))}."
+        ) from None
+
+
+def build_strategy(cfg: RunConfig, num_sites: int, **flower_kwargs: Any) -> Strategy:
+    """Build the strategy ``cfg.strategy`` for a federation of ``num_sites`` sites.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run configuration (strategy name and its parameters).
+    num_sites : int
+        Sites expected to take part; sampling minima are derived from it.
+    **flower_kwargs
+        Extra keyword arguments for the Flower strategy (metric aggregation functions).
+
+    Raises
+    ------
+    UnknownNameError
+        If the strategy is not registered.
+    ConfigError
+        If the federation is too small for the strategy.
+    """
+    spec = get_spec(cfg.strategy)
+    per_round = max(1, int(num_sites * cfg.fraction_train))
+    needed = max(spec.min_sites(cfg), 1)
+    if per_round < needed:
+        raise ConfigError(
+            f"Strategy '{cfg.strategy}' needs at least {needed} sites per round, but "
+            f"fraction-train={cfg.fraction_train} of {num_sites} sites samples {per_round}. "
+            "Raise fraction-train, add sites or choose another strategy."
+        )
+    min_nodes = min(max(cfg.min_sites, needed), num_sites)
+    kwargs: dict[str, Any] = {
+        "fraction_train": cfg.fraction_train,
+        "fraction_evaluate": cfg.fraction_evaluate,
+        "min_train_nodes": min_nodes,
+        "min_evaluate_nodes": min(min_nodes, max(1, int(num_sites * cfg.fraction_evaluate))),
+        "min_available_nodes": num_sites,
+        **flower_kwargs,
+    }
+    try:
+        return spec.build(cfg, kwargs)
+    except ValueError as err:  # Flower's own parameter checks
+        raise ConfigError(f"Strategy '{cfg.strategy}': {err}") from None

@@ -1,0 +1,128 @@
+"""Torch building blocks shared by domains: standardisation layer, training loop, scoring."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from flcore.config import RunConfig
+from flcore.data import FeatureStats
+
+
+class Standardize(nn.Module):
+    """Fixed (non-trainable) standardisation ``(x - mean) / std``, clamped to +-clip.
+
+    The statistics are buffers, so they travel with the model's state dict: a
+    federation computes them once from the sites' pooled sums and every site then
+    preprocesses identically, in training and in deployment.
+    """
+
+    def __init__(self, stats: FeatureStats, clip: float = 8.0) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(stats.mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(stats.std, dtype=torch.float32))
+        self.clip = clip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean: torch.Tensor = self.mean  # type: ignore[assignment]
+        std: torch.Tensor = self.std  # type: ignore[assignment]
+        return torch.clamp((x - mean) / std, -self.clip, self.clip)
+
+
+def lr_at(cfg: RunConfig, round_index: int) -> float:
+    """Learning rate for 0-based round ``round_index``: step decay every lr-decay-rounds."""
+    return cfg.learning_rate * cfg.lr_decay ** (round_index // cfg.lr_decay_rounds)
+
+
+def fit_binary(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: RunConfig,
+    *,
+    epochs: int,
+    lr_for_epoch: Callable[[int], float],
+    pos_weight: float,
+    seed: int,
+    proximal_mu: float = 0.0,
+) -> float:
+    """Train ``model`` (logit output) with SGD on weighted binary cross-entropy.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Returns one logit per example.
+    x, y : numpy.ndarray
+        Features and 0/1 labels.
+    cfg : RunConfig
+        Batch size, momentum, weight decay and gradient clipping.
+    epochs : int
+        Passes over the data.
+    lr_for_epoch : callable
+        Learning rate of each 0-based epoch.
+    pos_weight : float
+        Weight of the positive class in the loss (class-imbalance handling).
+    seed : int
+        Seed of the shuffling (and dropout).
+    proximal_mu : float
+        FedProx term (mu/2)*||w - w_start||^2 against the weights at entry.
+
+    Returns
+    -------
+    float
+        Mean training loss of the last epoch.
+    """
+    if len(y) == 0:
+        raise ValueError("cannot train on an empty site")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
+    params = [p for p in model.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in params] if proximal_mu > 0 else []
+    opt = torch.optim.SGD(params, lr=lr_for_epoch(0), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(float(pos_weight)))
+    model.train()
+    last = float("nan")
+    for epoch in range(epochs):
+        for group in opt.param_groups:
+            group["lr"] = lr_for_epoch(epoch)
+        order = torch.randperm(len(yt), generator=gen)
+        total, count = 0.0, 0
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xt[idx]), yt[idx])
+            if proximal_mu > 0:
+                prox = sum(((p - s) ** 2).sum() for p, s in zip(params, start, strict=True))
+                loss = loss + 0.5 * proximal_mu * prox
+            loss.backward()
+            if cfg.clip_norm > 0:
+                nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        last = total / count
+    return last
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """Sigmoid of the model's logits, in batches, in eval mode."""
+    model.eval()
+    out = []
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    for i in range(0, len(xt), batch_size):
+        out.append(torch.sigmoid(model(xt[i : i + batch_size])).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+@torch.no_grad()
+def bce_loss(scores: np.ndarray, y: np.ndarray) -> float:
+    """Unweighted binary cross-entropy of probabilities ``scores`` against labels."""
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-7, 1 - 1e-7)
+    yy = np.asarray(y, dtype=np.float64)
+    return float(-np.mean(yy * np.log(p) + (1 - yy) * np.log(1 - p))) if len(yy) else float("nan")
