@@ -126,7 +126,7 @@ class TransactionAdapter:
             if not (pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col])):
                 numeric = pd.to_numeric(frame[col], errors="coerce")
                 bad = frame[col][numeric.isna() & frame[col].notna()]
-                example = f" (e.g. {bad.iloc[0]!r} in row {_row(bad.index[0])})" if len(bad) else ""
+                example = f" (e.g. {_show(bad.iloc[0])} in row {_row(bad.index[0])})" if len(bad) else ""
                 raise DataValidationError(
                     path,
                     f"expected numeric values but the column holds text{example}.",
@@ -152,12 +152,18 @@ class TransactionAdapter:
             first = labels[bad].iloc[0]
             raise DataValidationError(
                 path,
-                f"labels must be 0 or 1 but found {first!r} in row {_row(labels[bad].index[0])} "
+                f"labels must be 0 or 1 but found {_show(first)} in row {_row(labels[bad].index[0])} "
                 f"({int(bad.sum())} bad label(s)).",
                 "Map fraud to 1 and legitimate to 0.",
                 field=LABEL,
             )
         return x.astype(np.float32), numeric_labels.to_numpy(dtype=np.int64), features
+
+
+def _show(value: object) -> str:
+    """Show a cell value without numpy's type wrapper (2, not np.int64(2))."""
+    item = getattr(value, "item", None)
+    return repr(item() if callable(item) else value)
 
 
 def _row(index: object) -> int:
