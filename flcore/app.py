@@ -30,7 +30,7 @@ from flcore import keys
 from flcore import scenario as scenario_registry
 from flcore.config import RunConfig, apply_settings, settings_of, to_dict, to_json
 from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs, split_site
-from flcore.exceptions import FlsuiteError
+from flcore.exceptions import ConfigError, FlsuiteError
 from flcore.monitor import FederationMonitor, MonitoredGrid, RoundRecord
 from flcore.strategies import build_strategy
 
@@ -96,7 +96,13 @@ def _folder_site_loader(context: Context, cfg: RunConfig, scenario: scenario_reg
     else:
         root = _data_root(scenario, str(context.run_config.get("data-dir", "")), cfg.seed)
         site_dir = list_site_dirs(root, scenario.adapter)[int(node["partition-id"])]
-    key = (str(site_dir), cfg.seed, cfg.test_fraction)
+    if cfg.partition != "natural":
+        raise ConfigError(
+            f"partition={cfg.partition} re-splits pooled data, which a deployed site never has. "
+            "Use partition=natural here, or `flsuite run` for partitioned simulations."
+        )
+    # The folder's mtime is in the key so that a long-lived SuperNode sees changed data.
+    key = (f"{site_dir}@{site_dir.stat().st_mtime_ns}", cfg.seed, cfg.test_fraction)
     if key not in _SITE_CACHE:
         site = scenario.adapter.read(site_dir)
         _SITE_CACHE[key] = split_site(site, cfg.test_fraction, cfg.seed)
@@ -215,7 +221,7 @@ def make_client_app(load_site: SiteLoader | None = None, torch_threads: int | No
         scores = task.score(split.test.y, task.predict(model, split.test.x))
         values: dict[str, Any] = {keys.NUM_EXAMPLES: len(split.test)}
         for name, value in scores.items():
-            if name in ("n",):
+            if name in ("n", "n_positive"):  # counts, not metrics: averaging them means nothing
                 continue
             values["eval-loss" if name == "loss" else name] = float("nan") if value is None else float(value)
         content = RecordDict({keys.METRICS: MetricRecord(values), keys.SITE: _site_record(split.name)})

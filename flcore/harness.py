@@ -94,7 +94,14 @@ def prepare_data(scenario: Scenario, cfg: RunConfig, data_dir: Path | None, prog
         progress(f"reading {data_dir} ...")
         sites = load_sites(scenario, data_dir)
         source = str(data_dir)
-    sites = repartition(sites, cfg.partition, cfg.num_sites, cfg.partition_alpha, cfg.seed)
+    if cfg.partition != "natural":
+        sites = repartition(sites, cfg.partition, cfg.num_sites, cfg.partition_alpha, cfg.seed)
+        check_min_cohort(sites, scenario.policy, scenario.site_noun)
+    if cfg.fraction_train < 1.0:
+        progress(
+            f"note: fraction-train={cfg.fraction_train}: federated sites train only in rounds where they are "
+            "sampled, so their epoch budget is below the baselines' R x E."
+        )
     splits = [split_site(s, cfg.test_fraction, cfg.seed) for s in sites]
     return PreparedData(source, splits)
 

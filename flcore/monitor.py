@@ -130,21 +130,19 @@ class FederationMonitor:
 
     # -- metric aggregation functions handed to the strategy -------------------------
     def aggregate_train(self, records: list[RecordDict], weight_key: str) -> MetricRecord:
-        if self._current is not None:
-            for r in records:
-                self._current.per_site_train[_site_of(r)] = _flat(r)
-        agg = nan_aware_average(records, weight_key)
-        if self._current is not None:
-            self._current.train = _flat(RecordDict({keys.METRICS: agg}))
-        return agg
+        return self._aggregate(records, weight_key, "train")
 
     def aggregate_evaluate(self, records: list[RecordDict], weight_key: str) -> MetricRecord:
-        if self._current is not None:
-            for r in records:
-                self._current.per_site_evaluate[_site_of(r)] = _flat(r)
+        return self._aggregate(records, weight_key, "evaluate")
+
+    def _aggregate(self, records: list[RecordDict], weight_key: str, phase: str) -> MetricRecord:
+        """NaN-aware weighted mean; keeps each site's own values in the round record."""
         agg = nan_aware_average(records, weight_key)
-        if self._current is not None:
-            self._current.evaluate = _flat(RecordDict({keys.METRICS: agg}))
+        rec = self._current
+        if rec is not None:
+            per_site = rec.per_site_train if phase == "train" else rec.per_site_evaluate
+            per_site.update({_site_of(r): _flat(r) for r in records})
+            setattr(rec, phase, _flat(RecordDict({keys.METRICS: agg})))
         return agg
 
     # -- evaluate_fn hook: runs after each round ----------------------------------------

@@ -9,7 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flcore.app import FederationOutcome, FederationPlan, make_client_app, make_server_app, save_split
+from flcore.app import (
+    FederationOutcome,
+    FederationPlan,
+    make_client_app,
+    make_server_app,
+    prepared_site_loader,
+    save_split,
+)
 from flcore.data import SiteSplit
 from flcore.monitor import RoundRecord
 
@@ -66,16 +73,12 @@ def run_federated_simulation(
     }
     run_simulation(
         server_app=make_server_app(plan, outcome),
-        client_app=make_client_app(load_site=_loader(paths), torch_threads=max(1, int(cfg.num_cpus_per_client))),
+        client_app=make_client_app(
+            load_site=prepared_site_loader(paths), torch_threads=max(1, int(cfg.num_cpus_per_client))
+        ),
         num_supernodes=len(splits),
         backend_config=backend_config,  # type: ignore[arg-type]
     )
     if outcome.monitor is None:
         raise RuntimeError("the federated simulation ended without a result; see the log above")
     return outcome
-
-
-def _loader(paths: list[str]) -> Any:
-    from flcore.app import prepared_site_loader
-
-    return prepared_site_loader(paths)

@@ -69,6 +69,11 @@ def test_fedavg_sizeweighted_aggregate_train(beta: float, expected: list[float])
     assert metrics is not None
 
 
+def test_aggregate_keeps_float32() -> None:
+    arrays, _ = FedAvgSizeWeighted(beta=-0.5).aggregate_train(1, [reply([1, 2], 10), reply([4, 8], 30)])
+    assert arrays["w"].numpy().dtype == np.float32  # type: ignore[index]
+
+
 def test_beta_zero_matches_flower_fedavg() -> None:
     replies = [reply([1, 2], 10), reply([4, 8], 30)]
     ours, _ = FedAvgSizeWeighted(beta=0.0).aggregate_train(1, replies)

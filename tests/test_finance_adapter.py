@@ -54,6 +54,25 @@ def test_bad_input_is_refused_with_file_and_problem(tmp_path: Path, case: str, f
     assert str(path) in str(err.value)
 
 
+def test_values_beyond_float32_are_not_finite(tmp_path: Path) -> None:
+    frame = make_transactions(40)
+    frame["f003"] = frame["f003"].astype("float64")
+    frame.loc[7, "f003"] = 1e39  # finite as float64, inf as the float32 models train on
+    path = write_bank(tmp_path, "bank_big", frame, "csv")
+    with pytest.raises(DataValidationError, match=r"field 'f003'.*expected finite numbers but found 1e\+39 in row 8"):
+        TransactionAdapter().read(path.parent)
+
+
+def test_rows_are_positions_even_with_a_string_index(tmp_path: Path) -> None:
+    frame = make_transactions(40).set_index("transaction_id")
+    frame.loc["t5", "label"] = 7
+    folder = tmp_path / "bank_idx"
+    folder.mkdir()
+    frame.to_parquet(folder / "transactions.parquet")  # pandas stores the string index
+    with pytest.raises(DataValidationError, match=r"labels must be 0 or 1 but found 7 in row 6"):
+        TransactionAdapter().read(folder)
+
+
 def test_malformed_files_are_refused(tmp_path: Path) -> None:
     folder = tmp_path / "bank_x"
     folder.mkdir()

@@ -99,7 +99,7 @@ class TransactionAdapter:
         )
 
     def _read_file(self, path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        frame = _read_table(path)
+        frame = _read_table(path).reset_index(drop=True)  # row numbers are positions
         frame.columns = [str(c) for c in frame.columns]
         if LABEL not in frame.columns:
             raise DataValidationError(
@@ -134,7 +134,9 @@ class TransactionAdapter:
                     field=col,
                 )
         x = frame[features].to_numpy(dtype=np.float64)
-        finite = np.isfinite(x)
+        # Checked as float32, the type models train on: 1e39 is finite in float64 but not there.
+        with np.errstate(over="ignore"):
+            finite = np.isfinite(x.astype(np.float32))
         if not finite.all():
             r, c = np.argwhere(~finite)[0]
             n_bad = int((~finite).sum())
@@ -142,7 +144,7 @@ class TransactionAdapter:
                 path,
                 f"expected finite numbers but found {x[r, c]} in row {_row(r)} "
                 f"({n_bad} non-finite value(s) in the table).",
-                "Impute or drop missing values before export.",
+                "Impute or drop missing and infinite values, and keep |value| below 3.4e38 (float32), before export.",
                 field=features[c],
             )
         labels = frame[LABEL]

@@ -31,14 +31,14 @@ def size_weights(sizes: list[float], beta: float) -> np.ndarray:
 def weighted_average(records: list[ArrayRecord], weights: np.ndarray) -> ArrayRecord:
     """Weighted average of ArrayRecords holding the same keys and shapes."""
     out: dict[str, np.ndarray] = {}
+    dtypes: dict[str, np.dtype] = {}
     for record, w in zip(records, weights, strict=True):
         for key, value in record.items():
             arr = value.numpy()
-            if key in out:
-                out[key] += arr * w
-            else:
-                out[key] = arr.astype(np.result_type(arr.dtype, np.float32)) * w
-    return ArrayRecord({k: Array(np.asarray(v)) for k, v in out.items()})
+            dtypes.setdefault(key, arr.dtype)
+            # Accumulate in float64, send back in the sites' own dtype (float32 stays float32).
+            out[key] = out[key] + arr * float(w) if key in out else arr.astype(np.float64) * float(w)
+    return ArrayRecord({k: Array(np.asarray(v).astype(dtypes[k])) for k, v in out.items()})
 
 
 class FedAvgSizeWeighted(FedAvg):
