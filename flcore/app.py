@@ -90,19 +90,21 @@ def _folder_site_loader(context: Context, cfg: RunConfig, scenario: scenario_reg
     ``flwr run`` simulation, virtual node ``partition-id`` takes the matching
     sub-folder of the run config's ``data-dir`` (synthetic data when empty).
     """
+    if cfg.partition != "natural":
+        raise ConfigError(
+            f"partition={cfg.partition} re-splits pooled data, which a deployed site never has. "
+            "Use partition=natural here, or `flsuite run` for partitioned simulations."
+        )
     node = context.node_config
     if "data-dir" in node:
         site_dir = Path(str(node["data-dir"]))
     else:
         root = _data_root(scenario, str(context.run_config.get("data-dir", "")), cfg.seed)
         site_dir = list_site_dirs(root, scenario.adapter)[int(node["partition-id"])]
-    if cfg.partition != "natural":
-        raise ConfigError(
-            f"partition={cfg.partition} re-splits pooled data, which a deployed site never has. "
-            "Use partition=natural here, or `flsuite run` for partitioned simulations."
-        )
-    # The folder's mtime is in the key so that a long-lived SuperNode sees changed data.
-    key = (f"{site_dir}@{site_dir.stat().st_mtime_ns}", cfg.seed, cfg.test_fraction)
+    # Modification times are in the key so that a long-lived SuperNode sees changed data,
+    # whether files were replaced (folder mtime) or rewritten in place (file mtimes).
+    stamp = max(p.stat().st_mtime_ns for p in (site_dir, *site_dir.iterdir()))
+    key = (f"{site_dir}@{stamp}", cfg.seed, cfg.test_fraction)
     if key not in _SITE_CACHE:
         site = scenario.adapter.read(site_dir)
         _SITE_CACHE[key] = split_site(site, cfg.test_fraction, cfg.seed)

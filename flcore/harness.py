@@ -97,11 +97,6 @@ def prepare_data(scenario: Scenario, cfg: RunConfig, data_dir: Path | None, prog
     if cfg.partition != "natural":
         sites = repartition(sites, cfg.partition, cfg.num_sites, cfg.partition_alpha, cfg.seed)
         check_min_cohort(sites, scenario.policy, scenario.site_noun)
-    if cfg.fraction_train < 1.0:
-        progress(
-            f"note: fraction-train={cfg.fraction_train}: federated sites train only in rounds where they are "
-            "sampled, so their epoch budget is below the baselines' R x E."
-        )
     splits = [split_site(s, cfg.test_fraction, cfg.seed) for s in sites]
     return PreparedData(source, splits)
 
@@ -179,6 +174,11 @@ def run_experiment(
     progress(
         f"[1/3] federated: {cfg.strategy}, {rounds} rounds x {cfg.local_epochs} local epochs (Flower simulation engine)"
     )
+    if cfg.fraction_train < 1.0:
+        progress(
+            f"      note: fraction-train={cfg.fraction_train}: sites train only in rounds where they are "
+            "sampled, so their epoch budget is below the baselines' R x E."
+        )
     own_workdir = workdir is None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="flsuite-sim-"))
     t0 = time.perf_counter()

@@ -136,7 +136,8 @@ class TransactionAdapter:
         x = frame[features].to_numpy(dtype=np.float64)
         # Checked as float32, the type models train on: 1e39 is finite in float64 but not there.
         with np.errstate(over="ignore"):
-            finite = np.isfinite(x.astype(np.float32))
+            x32 = x.astype(np.float32)
+        finite = np.isfinite(x32)
         if not finite.all():
             r, c = np.argwhere(~finite)[0]
             n_bad = int((~finite).sum())
@@ -159,7 +160,7 @@ class TransactionAdapter:
                 "Map fraud to 1 and legitimate to 0.",
                 field=LABEL,
             )
-        return x.astype(np.float32), numeric_labels.to_numpy(dtype=np.int64), features
+        return x32, numeric_labels.to_numpy(dtype=np.int64), features
 
 
 def _show(value: object) -> str:

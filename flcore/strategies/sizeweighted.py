@@ -38,7 +38,7 @@ def weighted_average(records: list[ArrayRecord], weights: np.ndarray) -> ArrayRe
             dtypes.setdefault(key, arr.dtype)
             # Accumulate in float64, send back in the sites' own dtype (float32 stays float32).
             out[key] = out[key] + arr * float(w) if key in out else arr.astype(np.float64) * float(w)
-    return ArrayRecord({k: Array(np.asarray(v).astype(dtypes[k])) for k, v in out.items()})
+    return ArrayRecord({k: Array(v.astype(dtypes[k])) for k, v in out.items()})
 
 
 class FedAvgSizeWeighted(FedAvg):
