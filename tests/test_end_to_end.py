@@ -58,12 +58,11 @@ def test_federated_arm_ran_every_round_with_every_bank(run_dir: Path) -> None:
         assert set(r["per_site_evaluate"]) == {"bank_a", "bank_b", "bank_c", "bank_d", "bank_e"}
     # Model of about 10k float32 parameters, to 5 banks and back, per round (train + evaluate out).
     assert fed["bytes_sent"] > 3 * 5 * 4 * 10_000
-    assert fed["bytes_sent"] == sum(r["bytes_sent"] for r in fed["history"]) + _setup(fed, "sent")
+    # The totals add the statistics round before round 1: small (config out, sums back), never zero.
+    for way in ("sent", "received"):
+        setup = fed[f"bytes_{way}"] - sum(r[f"bytes_{way}"] for r in fed["history"])
+        assert 0 < setup < fed["history"][0][f"bytes_{way}"]
     assert fed["wall_time_s"] > 0
-
-
-def _setup(fed: dict, way: str) -> int:
-    return fed[f"bytes_{way}"] - sum(r[f"bytes_{way}"] for r in fed["history"])
 
 
 def test_every_arm_is_scored_on_test_splits_of_every_bank(run_dir: Path) -> None:
