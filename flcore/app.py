@@ -31,6 +31,7 @@ from flcore import scenario as scenario_registry
 from flcore.config import RunConfig, apply_settings, settings_of, to_dict, to_json
 from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs, split_site
 from flcore.exceptions import ConfigError, FlsuiteError
+from flcore.governance import check_deidentified
 from flcore.monitor import FederationMonitor, MonitoredGrid, RoundRecord
 from flcore.strategies import build_strategy
 
@@ -42,12 +43,13 @@ RUN_JSON = "run-json"
 # --------------------------------------------------------------------------------------
 
 SiteLoader = Callable[[Context, RunConfig], SiteSplit]
-_SITE_CACHE: dict[tuple[str, int, float], SiteSplit] = {}
+_SITE_CACHE: dict[tuple[object, ...], SiteSplit] = {}
 
 
 def save_split(split: SiteSplit, path: Path) -> None:
     """Write a prepared site split (train and test arrays) as one ``.npz`` file."""
     tmp = path.with_suffix(".partial.npz")
+    val = split.val
     np.savez(
         tmp,
         name=np.asarray(split.name),
@@ -55,6 +57,8 @@ def save_split(split: SiteSplit, path: Path) -> None:
         y_train=split.train.y,
         x_test=split.test.x,
         y_test=split.test.y,
+        x_val=val.x if val is not None else np.zeros((0, *split.train.x.shape[1:]), dtype=split.train.x.dtype),
+        y_val=val.y if val is not None else np.zeros(0, dtype=split.train.y.dtype),
     )
     tmp.replace(path)
 
@@ -63,10 +67,12 @@ def load_split(path: Path) -> SiteSplit:
     """Inverse of :func:`save_split`."""
     with np.load(path) as z:
         name = str(z["name"])
+        val = SiteData(name, z["x_val"], z["y_val"], str(path)) if len(z["y_val"]) else None
         return SiteSplit(
             name,
             SiteData(name, z["x_train"], z["y_train"], str(path)),
             SiteData(name, z["x_test"], z["y_test"], str(path)),
+            val,
         )
 
 
@@ -104,10 +110,12 @@ def _folder_site_loader(context: Context, cfg: RunConfig, scenario: scenario_reg
     # Modification times are in the key so that a long-lived SuperNode sees changed data,
     # whether files were replaced (folder mtime) or rewritten in place (file mtimes).
     stamp = max(p.stat().st_mtime_ns for p in (site_dir, *site_dir.iterdir()))
-    key = (f"{site_dir}@{stamp}", cfg.seed, cfg.test_fraction)
+    key = (f"{site_dir}@{stamp}", cfg.seed, cfg.test_fraction, cfg.val_fraction, cfg.data_mode)
     if key not in _SITE_CACHE:
-        site = scenario.adapter.read(site_dir)
-        _SITE_CACHE[key] = split_site(site, cfg.test_fraction, cfg.seed)
+        site = scenario.adapter.read(site_dir, strict=cfg.data_mode == "strict")
+        # The site enforces the policy itself: a coordinator cannot skip it.
+        check_deidentified(site, scenario.policy, scenario.site_noun)
+        _SITE_CACHE[key] = split_site(site, cfg.test_fraction, cfg.seed, cfg.val_fraction)
     return _SITE_CACHE[key]
 
 
@@ -220,7 +228,10 @@ def make_client_app(load_site: SiteLoader | None = None, torch_threads: int | No
         scenario, _, params, split = site_for(msg, context)
         task = scenario.make_task(params)
         model = model_from(task, split, msg.content[keys.ARRAYS])  # type: ignore[arg-type]
-        scores = task.score(split.test.y, task.predict(model, split.test.x))
+        threshold = None
+        if split.val is not None and len(split.val):
+            threshold = task.choose_threshold(split.val.y, task.predict(model, split.val.x))
+        scores = task.score(split.test.y, task.predict(model, split.test.x), threshold)
         values: dict[str, Any] = {keys.NUM_EXAMPLES: len(split.test)}
         for name, value in scores.items():
             if name in ("n", "n_positive"):  # counts, not metrics: averaging them means nothing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import textwrap
 from pathlib import Path
@@ -61,11 +62,25 @@ def cmd_data_make(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise FlsuiteUserError(f"{out} exists and is not empty. Choose another --out or pass --force.")
-    files = sc.make_data(out, args.seed, scale=args.scale, file_format=args.format)
+    options: dict[str, Any] = {"scale": args.scale, "file_format": args.format}
+    if args.with_identifiers:
+        if "with_identifiers" not in inspect.signature(sc.make_data).parameters:
+            raise ConfigError(f"--with-identifiers is not available for {sc.name}: its data hold no identifiers.")
+        options["with_identifiers"] = True
+    files = sc.make_data(out, args.seed, **options)
     for f in files:
         print(f)
     print(f"wrote {len(files)} {sc.site_noun} folder(s) under {out}")
     return 0
+
+
+def cmd_site_check(args: argparse.Namespace) -> int:
+    """`flsuite site check --domain D --data DIR`: what a site's data office runs before joining."""
+    from flcore.sitecheck import check_sites
+
+    report = check_sites(args.domain, Path(args.data), strict=not args.lenient)
+    print(report.text())
+    return 0 if report.ok else 2
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -101,14 +116,27 @@ def _fmt(v: Any) -> str:
     return "   n/a" if v is None else f"{v:6.4f}"
 
 
+#: Secondary metrics shown in the summary when a scenario reports them, with their column titles.
+_SECONDARY = {
+    "pr_auc": "pr_auc",
+    "roc_auc": "roc_auc",
+    "recall_at_1pct_fpr": "recall@1%fpr",
+    "sensitivity": "sensitivity",
+    "specificity": "specificity",
+}
+
+
 def summary_table(results: dict[str, Any]) -> str:
     """Short human summary: the three arms, then the primary metric per site."""
     m = results["primary_metric"]
     arms = results["arms"]
+    union = arms["federated"]["union"]
+    extra = [k for k in _SECONDARY if k != m and k in union]
     lines = [
         "",
         f"{'arm':<12} {m + ' (union)':>16} {'site mean':>10} {'worst site':>20} "
-        f"{'roc_auc':>8} {'recall@1%fpr':>13} {'time s':>7}",
+        + " ".join(f"{_SECONDARY[k]:>{max(8, len(_SECONDARY[k]))}}" for k in extra)
+        + f" {'time s':>7}",
     ]
     for name in ("federated", "centralised", "local_only"):
         a = arms[name]
@@ -116,8 +144,8 @@ def summary_table(results: dict[str, Any]) -> str:
         w = f"{_fmt(worst['value'])} {worst['site'] or ''}"
         lines.append(
             f"{name:<12} {_fmt(a['union'].get(m)):>16} {_fmt(a['mean_over_sites'].get(m)):>10} {w:>20} "
-            f"{_fmt(a['union'].get('roc_auc')):>8} {_fmt(a['union'].get('recall_at_1pct_fpr')):>13} "
-            f"{a['wall_time_s']:7.1f}"
+            + " ".join(f"{_fmt(a['union'].get(k)):>{max(8, len(_SECONDARY[k]))}}" for k in extra)
+            + f" {a['wall_time_s']:7.1f}"
         )
     lines += ["", f"{'site':<14} {'train':>7} {'pos':>5} {'federated':>10} {'centralised':>12} {'local-only':>11}"]
     for site in results["data"]["sites"]:
@@ -162,9 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="output directory (one sub-folder per site)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--scale", type=float, default=1.0, help="multiply every site's size (e.g. 0.1)")
-    m.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    m.add_argument("--format", choices=("parquet", "csv", "dicom"), help="file format (default: the scenario's own)")
     m.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    m.add_argument(
+        "--with-identifiers",
+        action="store_true",
+        help="medical: write made-up patient identifiers into some files, to exercise `flsuite site check`",
+    )
     m.set_defaults(fn=cmd_data_make)
+
+    st = sub.add_parser("site", help="site-side utilities")
+    stsub = st.add_subparsers(dest="site_command", required=True)
+    c = stsub.add_parser("check", help="validate a site's data and scan it for direct identifiers (exit 2 on findings)")
+    c.add_argument("--domain", required=True, help="finance, medical or iot")
+    c.add_argument("--data", required=True, help="a site folder, or a directory with one sub-folder per site")
+    c.add_argument("--lenient", action="store_true", help="report unusable files as skipped instead of failing")
+    c.set_defaults(fn=cmd_site_check)
 
     r = sub.add_parser("run", help="run federated, centralised and local-only arms; write results.json")
     r.add_argument("scenario")

@@ -179,6 +179,11 @@ class RunConfig:
         1.0, "Learning-rate factor applied every lr-decay-rounds rounds.", low=0.0, high=1.0, low_open=True
     )
     lr_decay_rounds: int = setting(20, "Rounds between learning-rate decays.", low=1)
+    optimizer: str = setting(
+        "sgd",
+        "Client optimiser: sgd (with momentum) or adam (state reset every round, as each round starts afresh).",
+        choices=("sgd", "adam"),
+    )
     momentum: float = setting(0.9, "SGD momentum.", low=0.0, high=1.0, high_open=True)
     weight_decay: float = setting(1e-5, "L2 weight decay.", low=0.0)
     batch_size: int = setting(256, "Mini-batch size.", low=1)
@@ -202,6 +207,18 @@ class RunConfig:
     krum_malicious: int = setting(1, "krum: number of malicious sites tolerated.", low=0)
     test_fraction: float = setting(
         0.3, "Share of each site's data held out for testing.", low=0.0, high=1.0, low_open=True, high_open=True
+    )
+    val_fraction: float = setting(
+        0.0,
+        "Share of each site's training split held out as validation data (thresholds are chosen there).",
+        low=0.0,
+        high=0.5,
+        high_open=True,
+    )
+    data_mode: str = setting(
+        "strict",
+        "strict: a bad record or file stops the run; lenient: it is skipped and counted.",
+        choices=("strict", "lenient"),
     )
     partition: str = setting(
         "natural",

@@ -32,11 +32,16 @@ class SiteData:
 
 @dataclass
 class SiteSplit:
-    """A site's train and held-out test examples."""
+    """A site's train, optional validation, and held-out test examples.
+
+    Validation examples never enter training; they exist to choose an operating
+    point (a decision threshold) without touching the test split.
+    """
 
     name: str
     train: SiteData
     test: SiteData
+    val: SiteData | None = None
 
 
 @runtime_checkable
@@ -55,8 +60,12 @@ class DomainAdapter(Protocol):
         """Whether ``site_dir`` looks like a site folder of this format."""
         ...
 
-    def read(self, site_dir: Path) -> SiteData:
-        """Load and validate a site; raise :class:`DataValidationError` on bad input."""
+    def read(self, site_dir: Path, *, strict: bool = True) -> SiteData:
+        """Load and validate a site; raise :class:`DataValidationError` on bad input.
+
+        With ``strict=False`` an adapter may skip individual bad records or files
+        instead of refusing, and counts them in ``SiteData.info["skipped"]``.
+        """
         ...
 
 
@@ -85,29 +94,41 @@ def list_site_dirs(data_dir: Path, adapter: DomainAdapter) -> list[Path]:
     return sites
 
 
-def split_site(site: SiteData, test_fraction: float, seed: int) -> SiteSplit:
-    """Stratified, seeded train/test split of one site.
+def _stratified(idx: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    # Stratify when each class has at least two examples; otherwise a plain random split.
+    counts = np.bincount(y) if y.size else np.array([])
+    stratify = y if counts.size > 1 and counts.min() >= 2 else None
+    a, b = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+    return np.sort(a), np.sort(b)
+
+
+def split_site(site: SiteData, test_fraction: float, seed: int, val_fraction: float = 0.0) -> SiteSplit:
+    """Stratified, seeded train/test split of one site, with optional validation split.
 
     Stratification keeps both positives and negatives in each split when the site has
-    at least two of each; with fewer it falls back to a plain random split.
+    at least two of each; with fewer it falls back to a plain random split. The
+    validation split (``val_fraction`` of what remains after the test split) is
+    carved out of the training examples, so it never overlaps training or test.
     """
-    idx = np.arange(len(site))
-    counts = np.bincount(site.y) if site.y.size else np.array([])
-    stratify = site.y if counts.size > 1 and counts.min() >= 2 else None
-    if len(site) < 2:
+    need = 3 if val_fraction > 0 else 2
+    if len(site) < need:
         raise DataValidationError(
             site.source or site.name,
-            f"the site has {len(site)} example(s); at least 2 are needed to hold out a test split.",
+            f"the site has {len(site)} example(s); at least {need} are needed to hold out test"
+            + (" and validation splits." if need == 3 else " split."),
             "Add data to this site or remove it from the federation.",
         )
-    tr, te = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=stratify)
-    tr.sort()
-    te.sort()
+    tr, te = _stratified(np.arange(len(site)), site.y, test_fraction, seed)
+    va = None
+    if val_fraction > 0:
+        tr, va = _stratified(tr, site.y[tr], val_fraction, seed + 1)
 
     def part(ix: np.ndarray, suffix: str) -> SiteData:
         return SiteData(site.name, site.x[ix], site.y[ix], site.source, {**site.info, "split": suffix})
 
-    return SiteSplit(site.name, part(tr, "train"), part(te, "test"))
+    return SiteSplit(
+        site.name, part(tr, "train"), part(te, "test"), part(va, "validation") if va is not None else None
+    )
 
 
 @dataclass

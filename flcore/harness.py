@@ -26,10 +26,10 @@ from flcore import metrics
 from flcore.config import RunConfig, to_dict
 from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs, split_site
 from flcore.exceptions import DataValidationError
-from flcore.governance import check_min_cohort
+from flcore.governance import check_deidentified, check_min_cohort
 from flcore.monitor import RoundRecord
 from flcore.partition import repartition
-from flcore.results import SCHEMA_VERSION, environment, now_utc, suite_version, validate_results
+from flcore.results import SCHEMA_VERSION, clean, environment, now_utc, suite_version, validate_results
 from flcore.scenario import Scenario
 from flcore.task import Task
 
@@ -44,13 +44,16 @@ class PreparedData:
     splits: list[SiteSplit]
 
 
-def load_sites(scenario: Scenario, data_dir: Path) -> list[SiteData]:
+def load_sites(scenario: Scenario, data_dir: Path, strict: bool = True) -> list[SiteData]:
     """Read and validate every site folder of ``data_dir`` through the scenario's adapter.
 
-    Every site is read before any training starts, so a bad file stops the run
-    before anything is written.
+    Every site is read, and the scenario's governance policy checked on it, before
+    any training starts, so a bad file or a refused site stops the run before
+    anything is written.
     """
-    sites = [scenario.adapter.read(d) for d in list_site_dirs(data_dir, scenario.adapter)]
+    sites = [scenario.adapter.read(d, strict=strict) for d in list_site_dirs(data_dir, scenario.adapter)]
+    for site in sites:
+        check_deidentified(site, scenario.policy, scenario.site_noun)
     if len(sites) < 2:
         raise DataValidationError(
             data_dir,
@@ -79,6 +82,18 @@ def _check_same_features(sites: list[SiteData]) -> None:
             )
 
 
+#: How the reasons adapters count skipped records read in progress messages.
+_SKIP_REASONS = {
+    "no_consent": "no consent",
+    "invalid": "invalid values (lenient mode)",
+    "not_dicom": "not DICOM (lenient mode)",
+    "no_pixel_data": "no pixel data (lenient mode)",
+    "missing_file": "file missing (lenient mode)",
+    "undecodable": "pixel data undecodable (lenient mode)",
+    "duplicate": "listed twice (lenient mode)",
+}
+
+
 def prepare_data(scenario: Scenario, cfg: RunConfig, data_dir: Path | None, progress: Progress) -> PreparedData:
     """Load (or generate) the sites, form them per ``cfg.partition`` and split train/test."""
     if data_dir is None:
@@ -86,33 +101,57 @@ def prepare_data(scenario: Scenario, cfg: RunConfig, data_dir: Path | None, prog
         try:
             progress(f"generating synthetic {scenario.site_noun}s (seed {cfg.seed}) ...")
             scenario.make_data(tmp, cfg.seed)
-            sites = load_sites(scenario, tmp)
+            sites = load_sites(scenario, tmp, strict=cfg.data_mode == "strict")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         source = "synthetic"
     else:
         progress(f"reading {data_dir} ...")
-        sites = load_sites(scenario, data_dir)
+        sites = load_sites(scenario, data_dir, strict=cfg.data_mode == "strict")
         source = str(data_dir)
+    for site in sites:
+        skipped = {k: v for k, v in dict(site.info.get("skipped", {})).items() if v}  # type: ignore[call-overload]
+        if skipped:
+            progress(
+                f"  {scenario.site_noun} '{site.name}' left out "
+                + ", ".join(f"{v} record(s): {_SKIP_REASONS.get(k, k)}" for k, v in skipped.items())
+            )
+        for example in list(site.info.get("skipped_examples", []))[:5]:  # type: ignore[call-overload]
+            progress(f"    skipped {example}")
     if cfg.partition != "natural":
         sites = repartition(sites, cfg.partition, cfg.num_sites, cfg.partition_alpha, cfg.seed)
         check_min_cohort(sites, scenario.policy, scenario.site_noun)
-    splits = [split_site(s, cfg.test_fraction, cfg.seed) for s in sites]
+    splits = [split_site(s, cfg.test_fraction, cfg.seed, cfg.val_fraction) for s in sites]
     return PreparedData(source, splits)
 
 
 def score_arm(
-    task: Task, splits: list[SiteSplit], predict: Callable[[SiteSplit], np.ndarray], primary: str
+    task: Task, splits: list[SiteSplit], model_for: Callable[[str], Any], primary: str, *, shared_model: bool
 ) -> dict[str, Any]:
-    """Score one arm on every site's test split and on their union."""
-    per_site: dict[str, dict[str, Any]] = {}
-    ys, ps = [], []
-    for split in splits:
-        scores = predict(split)
-        per_site[split.name] = task.score(split.test.y, scores)
-        ys.append(split.test.y)
-        ps.append(scores)
-    union = task.score(np.concatenate(ys), np.concatenate(ps))
+    """Score one arm on every site's test split and on their union.
+
+    Parameters
+    ----------
+    model_for : callable
+        Site name -> the model that arm uses at that site.
+    shared_model : bool
+        True when every site uses the same model (federated, centralised): its
+        operating point is chosen once on the union of the sites' validation splits.
+        False for local-only models: each site chooses on its own validation split.
+    """
+    test_scores = {s.name: task.predict(model_for(s.name), s.test.x) for s in splits}
+    thresholds = _thresholds(task, splits, model_for, shared_model)
+    per_site: dict[str, dict[str, Any]] = {
+        s.name: task.score(s.test.y, test_scores[s.name], thresholds[s.name]) for s in splits
+    }
+    union_threshold: float | np.ndarray | None = None
+    if all(t is not None for t in thresholds.values()):
+        per_example = [np.full(len(s.test), thresholds[s.name], dtype=float) for s in splits]
+        union_threshold = np.concatenate(per_example)
+        if shared_model and splits:
+            union_threshold = thresholds[splits[0].name]
+    union_y = np.concatenate([s.test.y for s in splits])
+    union = task.score(union_y, np.concatenate([test_scores[s.name] for s in splits]), union_threshold)
     names = [k for k, v in union.items() if k not in ("n", "n_positive")]
     mean = {k: metrics.nanmean([per_site[s].get(k) for s in per_site]) for k in names}
     defined = {s: m[primary] for s, m in per_site.items() if m.get(primary) is not None}
@@ -125,6 +164,26 @@ def score_arm(
     }
 
 
+def _thresholds(
+    task: Task, splits: list[SiteSplit], model_for: Callable[[str], Any], shared_model: bool
+) -> dict[str, float | None]:
+    """Each site's operating point, chosen on validation data only (never on test)."""
+    with_val = [s for s in splits if s.val is not None and len(s.val)]
+    if not with_val:
+        return {s.name: None for s in splits}
+    val_scores = {s.name: task.predict(model_for(s.name), s.val.x) for s in with_val}  # type: ignore[union-attr]
+    if shared_model:
+        t = task.choose_threshold(
+            np.concatenate([s.val.y for s in with_val]),  # type: ignore[union-attr]
+            np.concatenate([val_scores[s.name] for s in with_val]),
+        )
+        return {s.name: t for s in splits}
+    return {
+        s.name: task.choose_threshold(s.val.y, val_scores[s.name]) if s.name in val_scores else None  # type: ignore[union-attr]
+        for s in splits
+    }
+
+
 def _site_info(split: SiteSplit) -> dict[str, Any]:
     return {
         "name": split.name,
@@ -132,7 +191,9 @@ def _site_info(split: SiteSplit) -> dict[str, Any]:
         "n_test": len(split.test),
         "positives_train": int(split.train.y.sum()),
         "positives_test": int(split.test.y.sum()),
+        "n_val": len(split.val) if split.val is not None else 0,
         "source": split.train.source,
+        "skipped": dict(split.train.info.get("skipped", {})),  # type: ignore[call-overload]
     }
 
 
@@ -194,7 +255,7 @@ def run_experiment(
     assert stats is not None
     fed_model = task.init_model(stats, cfg.seed)
     fed_model.load_state_dict(outcome.state_dict)
-    federated = score_arm(task, splits, lambda s: task.predict(fed_model, s.test.x), primary)
+    federated = score_arm(task, splits, lambda _: fed_model, primary, shared_model=True)
     monitor = outcome.monitor
     assert monitor is not None
     federated.update(
@@ -215,7 +276,7 @@ def run_experiment(
     )
     central_model = task.init_model(FeatureStats.of(pooled.x, pooled.y), cfg.seed)
     task.fit(central_model, pooled, cfg, first_round=0, num_rounds=rounds, seed=cfg.seed)
-    centralised = score_arm(task, splits, lambda s: task.predict(central_model, s.test.x), primary)
+    centralised = score_arm(task, splits, lambda _: central_model, primary, shared_model=True)
     centralised["wall_time_s"] = time.perf_counter() - t0
     _show_arm("centralised", centralised, primary, progress)
 
@@ -227,7 +288,7 @@ def run_experiment(
         model = task.init_model(FeatureStats.of(split.train.x, split.train.y), cfg.seed)
         task.fit(model, split.train, cfg, first_round=0, num_rounds=rounds, seed=cfg.seed)
         local_models[split.name] = model
-    local_only = score_arm(task, splits, lambda s: task.predict(local_models[s.name], s.test.x), primary)
+    local_only = score_arm(task, splits, local_models.__getitem__, primary, shared_model=False)
     union_x = np.concatenate([s.test.x for s in splits])
     union_y = np.concatenate([s.test.y for s in splits])
     local_only["per_site_model_on_union"] = {
@@ -254,9 +315,7 @@ def run_experiment(
         "arms": {"federated": federated, "centralised": centralised, "local_only": local_only},
         "comparison": compare(federated, centralised, local_only, primary),
     }
-    from flcore.results import _clean
-
-    results = _clean(results)
+    results = clean(results)
     validate_results(results)
     return results
 

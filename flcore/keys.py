@@ -33,3 +33,6 @@ STAT_SUMSQ = "sumsq"
 PR_AUC = "pr_auc"
 ROC_AUC = "roc_auc"
 RECALL_AT_1PCT_FPR = "recall_at_1pct_fpr"
+SENSITIVITY = "sensitivity"
+SPECIFICITY = "specificity"
+THRESHOLD = "threshold"  # operating point chosen on validation data

@@ -43,6 +43,37 @@ def binary_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float | 
     return out
 
 
+def youden_threshold(y_true: np.ndarray, scores: np.ndarray) -> float | None:
+    """Threshold maximising Youden's J (sensitivity + specificity - 1) on validation data.
+
+    Returns ``None`` when the data hold only one class (no operating point can be
+    chosen). Among equally good thresholds the highest is taken, so ties favour
+    specificity.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    if not 0 < int(y_true.sum()) < y_true.size:
+        return None
+    fpr, tpr, thresholds = roc_curve(y_true, np.asarray(scores, dtype=float))
+    j = tpr - fpr
+    best = int(np.flatnonzero(j == j.max())[0])  # thresholds are decreasing: first is highest
+    return float(min(thresholds[best], 1.0))
+
+
+def operating_point(y_true: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray) -> dict[str, float | None]:
+    """Sensitivity and specificity of ``scores >= threshold``.
+
+    ``threshold`` may be one value or one per example (for instance when each site
+    applies the operating point it chose on its own validation data).
+    """
+    y = np.asarray(y_true).astype(int)
+    decided = np.asarray(scores, dtype=float) >= np.asarray(threshold, dtype=float)
+    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
+    return {
+        keys.SENSITIVITY: float((decided & (y == 1)).sum() / n_pos) if n_pos else None,
+        keys.SPECIFICITY: float((~decided & (y == 0)).sum() / n_neg) if n_neg else None,
+    }
+
+
 def nanmean(values: list[float | None]) -> float | None:
     """Mean of the defined values, or ``None`` when none is defined."""
     vals = [v for v in values if v is not None and not math.isnan(v)]

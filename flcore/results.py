@@ -28,12 +28,12 @@ def validate_results(results: dict[str, Any]) -> None:
     jsonschema.validate(results, schema())
 
 
-def _clean(obj: Any) -> Any:
+def clean(obj: Any) -> Any:
     """Replace NaN/inf by None and numpy scalars by Python numbers (strict JSON)."""
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): clean(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
+        return [clean(v) for v in obj]
     if hasattr(obj, "item") and not isinstance(obj, str | bytes):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -48,7 +48,7 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(_clean(data), fh, indent=2, allow_nan=False)
+            json.dump(clean(data), fh, indent=2, allow_nan=False)
             fh.write("\n")
         os.replace(tmp, path)
     except BaseException:
@@ -91,7 +91,7 @@ def federated_only_results(plan: Any, outcome: Any) -> dict[str, Any]:
     from flcore.config import to_dict
 
     monitor = outcome.monitor
-    return _clean(
+    return clean(
         {
             "schema_version": SCHEMA_VERSION,
             "kind": "federated-only",

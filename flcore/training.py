@@ -48,6 +48,7 @@ def fit_binary(
     pos_weight: float,
     seed: int,
     proximal_mu: float = 0.0,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> float:
     """Train ``model`` (logit output) with SGD on weighted binary cross-entropy.
 
@@ -69,6 +70,9 @@ def fit_binary(
         Seed of the shuffling (and dropout).
     proximal_mu : float
         FedProx term (mu/2)*||w - w_start||^2 against the weights at entry.
+    augment : callable, optional
+        ``augment(batch, generator)`` returns an augmented copy of a training batch
+        (for images: flips, shifts); seeded by ``generator``.
 
     Returns
     -------
@@ -83,7 +87,11 @@ def fit_binary(
     yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
     params = [p for p in model.parameters() if p.requires_grad]
     start = [p.detach().clone() for p in params] if proximal_mu > 0 else []
-    opt = torch.optim.SGD(params, lr=lr_for_epoch(0), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt: torch.optim.Optimizer
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr_for_epoch(0), weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=lr_for_epoch(0), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(float(pos_weight)))
     model.train()
     last = float("nan")
@@ -95,7 +103,8 @@ def fit_binary(
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xt[idx]), yt[idx])
+            batch = xt[idx] if augment is None else augment(xt[idx], gen)
+            loss = loss_fn(model(batch), yt[idx])
             if proximal_mu > 0:
                 prox = sum(((p - s) ** 2).sum() for p, s in zip(params, start, strict=True))
                 loss = loss + 0.5 * proximal_mu * prox

@@ -10,13 +10,16 @@ from domains.finance.governance import DEFAULT_POLICY
 from domains.finance.models import FraudMLP
 from domains.finance.synthetic import FinanceSynthConfig, make_banks, write_banks
 from flcore.data import FeatureStats
+from flcore.exceptions import ConfigError
 from flcore.scenario import Scenario
 from flcore.task import BinaryClassificationTask
 
 
-def make_data(out: Path, seed: int = 0, scale: float = 1.0, file_format: str = "parquet") -> list[Path]:
-    """Write the five synthetic banks to ``out/<bank>/transactions.<format>``."""
-    return write_banks(make_banks(FinanceSynthConfig(scale=scale), seed=seed), Path(out), file_format)
+def make_data(out: Path, seed: int = 0, scale: float = 1.0, file_format: str | None = None) -> list[Path]:
+    """Write the five synthetic banks to ``out/<bank>/transactions.<format>`` (Parquet by default)."""
+    if file_format not in (None, "parquet", "csv"):
+        raise ConfigError(f"finance-five-banks writes parquet or csv tables, not {file_format}.")
+    return write_banks(make_banks(FinanceSynthConfig(scale=scale), seed=seed), Path(out), file_format or "parquet")
 
 
 def make_task(params: FinanceParams) -> BinaryClassificationTask:
