@@ -51,3 +51,77 @@ def flower_task() -> None:
     TaskIdentity.task_id = 1
     TaskIdentity.run_id = 1
     TaskIdentity.node_id = 0
+
+
+def make_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    slope: float = 1.0,
+    intercept: float = -1024.0,
+    window: tuple[float, float] | None = (40.0, 400.0),
+    modality: str = "CT",
+    transfer_syntax: str = "explicit-le",
+    **elements: object,
+) -> Path:
+    """Write a small, valid CT-like DICOM file with the given stored pixels (uint16; frames first if 3-D)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import (
+        PYDICOM_IMPLEMENTATION_UID,
+        CTImageStorage,
+        DeflatedExplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        RLELossless,
+        generate_uid,
+    )
+
+    meta = FileMetaDataset()
+    sop = generate_uid()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = modality
+    ds.PatientName = ""
+    ds.PatientID = ""
+    pixels = np.asarray(pixels, dtype=np.uint16)
+    if pixels.ndim == 3:
+        ds.NumberOfFrames = pixels.shape[0]
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = str(slope), str(intercept)
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = str(window[0]), str(window[1])
+    for key, value in elements.items():
+        setattr(ds, key, value)
+    ds.PixelData = pixels.astype("<u2").tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if transfer_syntax == "rle":
+        ds.compress(RLELossless, encoding_plugin="pydicom")
+    elif transfer_syntax == "deflated":
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_manifest(site: Path, rows: list[dict[str, object]]) -> Path:
+    """Write ``labels.csv`` for a DICOM site folder."""
+    site.mkdir(parents=True, exist_ok=True)
+    path = site / "labels.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own decoded-image and synthetic-data cache."""
+    monkeypatch.setenv("FLSUITE_CACHE", str(tmp_path / "cache"))

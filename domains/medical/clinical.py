@@ -1,0 +1,159 @@
+"""Reads a hospital's own clinical table (CSV or Parquet), honouring patient consent.
+
+Contract, per hospital folder: one or more ``.csv`` / ``.parquet`` files with the same
+columns: one or more numeric feature columns, a ``label`` column with 1 (condition
+present) or 0 (absent), and an optional ``consent`` column (yes/no). Identifier and
+time columns (``id``, ``*_id``, ``timestamp``, ``time``, ``date``, ``datetime``, ``*_at``)
+are ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flcore.data import SiteData
+from flcore.exceptions import DataValidationError
+from flcore.tables import (
+    CONSENT,
+    feature_columns,
+    invalid_rows,
+    parse_consent,
+    read_table,
+    table_files,
+    validate_frame,
+)
+
+LABEL = "label"
+_EXPECTED = f"Write a header with the numeric feature columns and a '{LABEL}' column, then one row per patient."
+_MAX_EXAMPLES = 5
+
+
+class ClinicalTableAdapter:
+    """Domain adapter for hospitals' clinical tables (see module docstring for the contract).
+
+    Parameters
+    ----------
+    require_consent : bool
+        Refuse a table without a ``consent`` column. Either way, records whose consent is
+        no are dropped before their values are looked at, and counted.
+    """
+
+    layout = (
+        "each hospital folder holds one or more .csv or .parquet files with numeric feature columns, "
+        f"a '{LABEL}' column (1 = condition present, 0 = absent) and optionally a '{CONSENT}' column (yes/no)"
+    )
+
+    def __init__(self, require_consent: bool = False) -> None:
+        self.require_consent = require_consent
+
+    def can_read(self, site_dir: Path) -> bool:
+        """Whether the folder holds a CSV or Parquet table other than an imaging manifest (``labels.csv``)."""
+        return any(p.name != "labels.csv" for p in table_files(site_dir))
+
+    def read(self, site_dir: Path, *, strict: bool = True) -> SiteData:
+        """Load every table of the hospital folder, drop non-consented records, and validate the rest.
+
+        Parameters
+        ----------
+        site_dir : Path
+            The hospital folder.
+        strict : bool
+            What to do with a bad record (a feature that is missing or not finite, a label other
+            than 0 or 1): refuse the table (True) or drop the record and count it in
+            ``info["skipped"]["invalid"]`` (False). Table-level problems (missing label column,
+            text in a feature column, files with different columns, no rows left) are refused
+            in both modes.
+
+        Returns
+        -------
+        SiteData
+            ``info`` holds ``feature_names``, ``records_read``, ``skipped`` (``no_consent`` and
+            ``invalid`` counts) and ``skipped_examples`` (a few "file row N: reason" strings for the
+            invalid records dropped by a lenient read).
+
+        Raises
+        ------
+        DataValidationError
+            Naming the file, the column and the fix, for any breach of the contract.
+        """
+        site_dir = Path(site_dir)
+        files = table_files(site_dir)
+        if not files:
+            raise DataValidationError(
+                site_dir,
+                "the hospital folder holds no .csv or .parquet file.",
+                "Put the hospital's clinical table in a .csv or .parquet file inside the folder.",
+            )
+        xs, ys, columns = [], [], None
+        read_total, no_consent, invalid = 0, 0, 0
+        examples: list[str] = []
+        for path in files:
+            frame = read_table(path, _EXPECTED)
+            n_read = len(frame)
+            read_total += n_read
+            frame, dropped = self._consented(frame, path)
+            no_consent += dropped
+            if not strict:
+                features = feature_columns(frame, path, label=LABEL, drop=[CONSENT], noun="patient")
+                bad = invalid_rows(frame, features, LABEL)
+                invalid += len(bad)
+                examples += [f"{path.name} row {int(i) + 1}: {why}" for i, why in bad.iloc[:_MAX_EXAMPLES].items()]
+                frame = frame.drop(index=bad.index)
+            x, y, cols = validate_frame(
+                frame,
+                path,
+                label=LABEL,
+                drop=[CONSENT],
+                label_fix="Map condition present (positive) to 1 and absent (negative) to 0.",
+                noun="patient",
+                site="hospital",
+                allow_empty=n_read > 0,  # a header-only table is refused; one emptied by filtering is not
+            )
+            if columns is not None and cols != columns:
+                raise DataValidationError(
+                    path,
+                    f"its feature columns differ from those of {files[0].name}.",
+                    "Every file of a hospital must have the same columns in the same order.",
+                )
+            columns = cols
+            xs.append(x)
+            ys.append(y)
+        x_all, y_all = np.concatenate(xs), np.concatenate(ys)
+        where = files[0] if len(files) == 1 else site_dir
+        if len(y_all) == 0:
+            raise DataValidationError(
+                where,
+                f"no usable record is left: of {read_total} read, {no_consent} lack consent and {invalid} are invalid.",
+                "A hospital needs at least one consented, valid record; check the consent and label columns, "
+                "or remove the hospital.",
+            )
+        return SiteData(
+            name=site_dir.name,
+            x=x_all,
+            y=y_all,
+            source=str(site_dir),
+            info={
+                "feature_names": columns,
+                "records_read": read_total,
+                "skipped": {"no_consent": no_consent, "invalid": invalid},
+                "skipped_examples": examples[:_MAX_EXAMPLES],
+            },
+        )
+
+    def _consented(self, frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, int]:
+        """The records with consent (row positions kept as the index) and how many were dropped."""
+        if CONSENT not in frame.columns:
+            if self.require_consent:
+                raise DataValidationError(
+                    path,
+                    f"consent is required but the table has no '{CONSENT}' column.",
+                    f"Add a '{CONSENT}' column with yes or no for every patient; "
+                    "records without recorded consent cannot be used.",
+                    field=CONSENT,
+                )
+            return frame, 0
+        keep = parse_consent(frame, path)
+        return frame[keep], int((~keep).sum())

@@ -1,0 +1,548 @@
+"""Reads a hospital's DICOM images and labels manifest with pydicom, validated at the boundary.
+
+Contract, per hospital folder:
+
+* DICOM files at any depth (any file name; ``.csv``, ``.txt``, ``.md`` and
+  ``.json`` files and hidden files are not DICOM candidates);
+* ``labels.csv`` with a ``label`` column (1 = finding present, 0 = absent), one of
+  ``file`` (path relative to the folder) or ``sop_instance_uid`` (or both, a row
+  using whichever it fills), and optionally ``consent`` (yes/no). Rows without
+  consent are dropped before their file is opened.
+
+Pixels are turned into what a radiologist would see, then resized for the model:
+modality LUT (RescaleSlope/Intercept or LUT sequence), windowing (the file's
+WindowCenter/WindowWidth, else a per-modality default), MONOCHROME1 inverted so
+that bright always means dense, one frame chosen from multi-frame files, colour
+converted to luminance, zero-padded to a square and resized with torch's
+antialiased bilinear interpolation. Transfer syntaxes pydicom decodes natively
+(little/big endian, deflated, RLE) just work; for JPEG family syntaxes the error
+names the package to install.
+
+Decoded arrays are cached (``$FLSUITE_CACHE/dicom``, default
+``~/.cache/flsuite/dicom``), keyed by every input file's size and modification
+time and by the decoding settings, so a second run does not decode again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator, MutableSequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, get_decoder
+
+from domains.medical.deid import identifier_findings
+from flcore.data import SiteData
+from flcore.exceptions import DataValidationError
+from flcore.governance import Finding
+from flcore.tables import parse_consent
+
+MANIFEST = "labels.csv"
+NOT_DICOM_SUFFIXES = frozenset({".csv", ".txt", ".md", ".json", ".tsv", ".xml", ".pdf", ".xlsx", ".npz"})
+CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
+MAX_CACHE_ENTRIES = 32  # one entry per hospital folder and decoding setting
+
+#: Window (center, width) used when a file names none: CT soft tissue; other
+#: modalities use the image's 0.5-99.5 percentile range.
+DEFAULT_WINDOWS = {"CT": (40.0, 400.0)}
+
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+@dataclass
+class Problem:
+    """A file or manifest row that cannot be used (strict mode refuses, lenient skips it)."""
+
+    path: str
+    kind: str  # not_dicom, no_pixel_data, missing_file, undecodable, duplicate
+    problem: str
+    fix: str
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = self.path + (f", field '{self.field}'" if self.field else "")
+        return f"{where}: {self.problem}"
+
+    def error(self, others: int) -> DataValidationError:
+        more = (
+            f" ({others} more problem(s) in this folder; `flsuite site check --domain medical --data DIR` lists all)"
+            if others
+            else ""
+        )
+        return DataValidationError(self.path, self.problem + more, self.fix, field=self.field)
+
+
+def cache_root() -> Path:
+    """Where decoded arrays are cached: ``$FLSUITE_CACHE/dicom`` or ``~/.cache/flsuite/dicom``."""
+    return Path(os.environ.get("FLSUITE_CACHE", Path.home() / ".cache" / "flsuite")) / "dicom"
+
+
+def candidate_files(site_dir: Path) -> Iterator[Path]:
+    """Every file under ``site_dir`` that may be DICOM, in sorted order."""
+    for root, dirs, files in os.walk(site_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            p = Path(root) / name
+            if not name.startswith(".") and p.suffix.lower() not in NOT_DICOM_SUFFIXES:
+                yield p
+
+
+# --------------------------------------------------------------------------------------
+# Pixels
+# --------------------------------------------------------------------------------------
+
+
+def _decoder_error(ds: Any, path: Path) -> DataValidationError | None:
+    """A clear error when the file's transfer syntax needs a decoder that is not installed."""
+    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if tsyntax is None or not tsyntax.is_compressed:
+        return None
+    try:
+        decoder = get_decoder(tsyntax)
+    except NotImplementedError:
+        return DataValidationError(
+            path,
+            f"its transfer syntax {tsyntax.name} ({tsyntax}) has no pixel decoder in pydicom.",
+            "Convert the file to Explicit VR Little Endian (e.g. `gdcmconv --raw` or dcmtk's `dcmdjpeg`).",
+            field="TransferSyntaxUID",
+        )
+    if decoder.is_available:
+        return None
+    options = "; ".join(decoder.missing_dependencies)
+    return DataValidationError(
+        path,
+        f"its pixel data is compressed with {tsyntax.name} ({tsyntax}) and no decoder for it is installed "
+        f"(pydicom can use: {options}).",
+        "Install one of them, e.g. `pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg` (JPEG, "
+        "JPEG-LS, JPEG 2000) or `pip install python-gdcm`, or convert the files to an uncompressed syntax.",
+        field="TransferSyntaxUID",
+    )
+
+
+def _first(value: Any) -> float:
+    # Window values may be multi-valued (several presets); the first is the default one.
+    return float(value[0]) if isinstance(value, MutableSequence | list | tuple) else float(value)
+
+
+def _window(ds: Any, values: np.ndarray) -> tuple[float, float]:
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center not in (None, "") and width not in (None, ""):
+        c, w = _first(center), _first(width)
+        if w > 0:
+            return c, w
+    modality = str(ds.get("Modality", "")).upper()
+    if modality in DEFAULT_WINDOWS:
+        return DEFAULT_WINDOWS[modality]
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    return float((lo + hi) / 2), float(max(hi - lo, 1e-6))
+
+
+def to_image(ds: Any, size: int, frames: str = "middle") -> np.ndarray:
+    """Display-ready ``(size, size)`` float32 image in [0, 1] from a dataset with pixel data.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A dataset read with its pixel data.
+    size : int
+        Side of the square output.
+    frames : {"middle", "mean", "max"}
+        How a multi-frame file becomes one image.
+    """
+    import torch
+
+    arr = ds.pixel_array
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples == 1:
+        values = apply_modality_lut(arr, ds).astype(np.float32)
+        c, w = _window(ds, values)
+        img = np.clip((values - (c - w / 2)) / w, 0.0, 1.0)
+        if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+            img = 1.0 - img  # MONOCHROME1 shows high values dark; make bright mean dense everywhere
+    else:  # colour: pydicom returns RGB; luminance, scaled by the stored bit depth
+        rgb = arr.astype(np.float32) / float(2 ** int(ds.get("BitsStored", 8)) - 1)
+        img = np.clip(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32), 0.0, 1.0)
+    if n_frames > 1:
+        if frames == "mean":
+            img = img.mean(axis=0)
+        elif frames == "max":
+            img = img.max(axis=0)
+        else:
+            img = img[n_frames // 2]
+    h, w_ = img.shape
+    side = max(h, w_)
+    square = np.zeros((side, side), dtype=np.float32)
+    top, left = (side - h) // 2, (side - w_) // 2
+    square[top : top + h, left : left + w_] = img
+    t = torch.from_numpy(square)[None, None]
+    out = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out[0, 0].clamp(0.0, 1.0).numpy().astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# The adapter
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scan:
+    """What a pass over the manifest and the headers found."""
+
+    records: list[tuple[str, int]] = field(default_factory=list)  # (relative path, label)
+    problems: list[Problem] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    no_consent: int = 0
+
+
+class DicomAdapter:
+    """Domain adapter for DICOM imaging sites (see the module docstring for the contract).
+
+    Parameters
+    ----------
+    image_size : int
+        Side of the square images handed to the model.
+    frames : {"middle", "mean", "max"}
+        How multi-frame files become one image.
+    require_consent : bool
+        Refuse a manifest without a ``consent`` column.
+    use_cache : bool
+        Cache decoded arrays between runs.
+    """
+
+    layout = (
+        "each hospital folder holds DICOM files (any depth) and labels.csv with a 'label' column (0/1), "
+        "a 'file' (relative path) or 'sop_instance_uid' column, and optionally 'consent' (yes/no)"
+    )
+
+    def __init__(
+        self, image_size: int = 64, frames: str = "middle", require_consent: bool = False, use_cache: bool = True
+    ) -> None:
+        if frames not in ("middle", "mean", "max"):
+            raise ValueError(f"frames must be middle, mean or max, got {frames!r}")
+        self.image_size = image_size
+        self.frames = frames
+        self.require_consent = require_consent
+        self.use_cache = use_cache
+
+    def can_read(self, site_dir: Path) -> bool:
+        """Whether the folder holds a ``labels.csv`` manifest."""
+        return (Path(site_dir) / MANIFEST).is_file()
+
+    # -- manifest ----------------------------------------------------------------------
+
+    def _manifest(self, site_dir: Path) -> pd.DataFrame:
+        path = site_dir / MANIFEST
+        if not path.is_file():
+            raise DataValidationError(
+                site_dir,
+                f"there is no {MANIFEST} manifest in the hospital folder.",
+                f"Write {MANIFEST} with columns file (path relative to the folder) or sop_instance_uid, "
+                "label (0/1) and consent (yes/no).",
+            )
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError:
+            raise DataValidationError(
+                path, "the manifest is empty.", "Write a header (file,label,consent) and one row per image."
+            ) from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as err:
+            raise DataValidationError(
+                path,
+                f"the manifest could not be read as CSV ({str(err).splitlines()[0]}).",
+                "Save it as comma-separated UTF-8 text.",
+            ) from None
+        frame.columns = [str(c).strip().lower() for c in frame.columns]
+        if "label" not in frame.columns:
+            raise DataValidationError(
+                path,
+                f"there is no 'label' column (columns found: {', '.join(frame.columns)}).",
+                "Add a 'label' column with 1 where the finding is present and 0 where it is absent.",
+                field="label",
+            )
+        if "file" not in frame.columns and "sop_instance_uid" not in frame.columns:
+            raise DataValidationError(
+                path,
+                "rows must name their image by 'file' (relative path) or 'sop_instance_uid'; neither column exists.",
+                "Add a 'file' column with each image's path relative to the hospital folder.",
+                field="file",
+            )
+        if self.require_consent and "consent" not in frame.columns:
+            raise DataValidationError(
+                path,
+                "the policy requires consent per record but the manifest has no 'consent' column.",
+                "Add a 'consent' column (yes/no) from your consent register; records without consent are never "
+                "loaded.",
+                field="consent",
+            )
+        if len(frame) == 0:
+            raise DataValidationError(
+                path, "the manifest has a header but no rows.", "Add one row per image, or remove this hospital."
+            )
+        labels = frame["label"].str.strip()
+        bad = ~labels.isin(["0", "1"])
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataValidationError(
+                path,
+                f"labels must be 0 or 1 but found {frame['label'].iloc[i]!r} in row {i + 1} "
+                f"({int(bad.sum())} bad label(s)).",
+                "Map 'finding present' to 1 and 'absent' to 0.",
+                field="label",
+            )
+        return frame
+
+    # -- scanning ------------------------------------------------------------------------
+
+    def _scan(self, site_dir: Path) -> _Scan:
+        """Resolve manifest rows to files, read their headers, collect problems and identifiers."""
+        frame = self._manifest(site_dir)
+        scan = _Scan()
+        manifest = site_dir / MANIFEST
+        if "consent" in frame.columns:
+            consented = parse_consent(frame["consent"], manifest)
+            scan.no_consent = int((~consented).sum())
+            frame = frame[consented]
+        files = frame["file"].str.strip() if "file" in frame.columns else pd.Series([""] * len(frame), frame.index)
+        uids = (
+            frame["sop_instance_uid"].str.strip()
+            if "sop_instance_uid" in frame.columns
+            else pd.Series([""] * len(frame), frame.index)
+        )
+        by_uid: dict[str, str] = {}
+        if (uids[files == ""] != "").any():
+            by_uid = self._uid_index(site_dir)
+        root = site_dir.resolve()
+        seen: set[str] = set()
+        for row, file, uid, label in zip(frame.index, files, uids, frame["label"].str.strip(), strict=True):
+            where = f"{manifest} row {int(row) + 1}"
+            if file:
+                target = (site_dir / file).resolve()
+                if root not in target.parents or not target.is_file():
+                    scan.problems.append(
+                        Problem(
+                            where,
+                            "missing_file",
+                            f"it names file {file!r}, which does not exist inside the hospital folder.",
+                            "Fix the path (relative to the hospital folder) or remove the row.",
+                            field="file",
+                        )
+                    )
+                    continue
+                rel = target.relative_to(root).as_posix()
+            elif uid:
+                if uid not in by_uid:
+                    scan.problems.append(
+                        Problem(
+                            where,
+                            "missing_file",
+                            f"no DICOM file in the folder has SOPInstanceUID {uid}.",
+                            "Add the image or remove the row.",
+                            field="sop_instance_uid",
+                        )
+                    )
+                    continue
+                rel = by_uid[uid]
+            else:
+                scan.problems.append(
+                    Problem(where, "missing_file", "it names no file and no SOPInstanceUID.", "Fill one of them.")
+                )
+                continue
+            if rel in seen:
+                scan.problems.append(
+                    Problem(
+                        where,
+                        "duplicate",
+                        f"file {rel!r} is listed more than once.",
+                        "List each image once with a single label.",
+                    )
+                )
+                continue
+            seen.add(rel)
+            path = site_dir / rel
+            try:
+                ds = dcmread(path, defer_size="4 KB")
+            except Exception as err:
+                scan.problems.append(_unreadable(path, err))
+                continue
+            if not any(k in ds for k in _PIXEL_KEYWORDS):
+                scan.problems.append(
+                    Problem(
+                        str(path),
+                        "no_pixel_data",
+                        "the file has no pixel data (it may be a structured report or a presentation state).",
+                        "Remove it from labels.csv; only image objects can be used.",
+                        field="PixelData",
+                    )
+                )
+                continue
+            scan.findings.extend(identifier_findings(ds, path))
+            scan.records.append((rel, int(label)))
+        return scan
+
+    def _uid_index(self, site_dir: Path) -> dict[str, str]:
+        index = {}
+        for path in candidate_files(site_dir):
+            try:
+                ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+            except Exception:
+                continue  # reported if a manifest row points to it by path
+            uid = str(ds.get("SOPInstanceUID", "")).strip()
+            if uid:
+                index.setdefault(uid, path.relative_to(site_dir).as_posix())
+        return index
+
+    def scan_identifiers(self, site_dir: Path) -> list[Finding]:
+        """Direct identifiers in every DICOM file of the folder, listed or not in the manifest."""
+        findings = []
+        for path in candidate_files(Path(site_dir)):
+            try:
+                ds = dcmread(path, stop_before_pixels=True)
+            except Exception:
+                continue
+            findings.extend(identifier_findings(ds, path))
+        return findings
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _cache_key(self, site_dir: Path, strict: bool) -> str:
+        entries = []
+        for root, dirs, files in os.walk(site_dir):
+            dirs.sort()
+            for name in sorted(files):
+                st = (Path(root) / name).stat()
+                entries.append((os.path.relpath(Path(root) / name, site_dir), st.st_size, st.st_mtime_ns))
+        blob = json.dumps(
+            {
+                "version": CACHE_VERSION,
+                "site": str(site_dir.resolve()),
+                "size": self.image_size,
+                "frames": self.frames,
+                "strict": strict,
+                "consent": self.require_consent,
+                "files": entries,
+            }
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+    def read(self, site_dir: Path, *, strict: bool = True) -> SiteData:
+        """Load a hospital's labelled images (decoded once, then from the cache).
+
+        Raises
+        ------
+        DataValidationError
+            In strict mode for the first unusable file or row (with a count of the
+            others); in both modes for a bad manifest or a missing decoder.
+        """
+        site_dir = Path(site_dir)
+        if not site_dir.is_dir():
+            raise DataValidationError(site_dir, "the hospital folder does not exist.", "Pass an existing folder.")
+        key = self._cache_key(site_dir, strict) if self.use_cache else ""
+        cached = cache_root() / f"{key}.npz"
+        if self.use_cache and cached.is_file():
+            try:
+                return self._from_cache(site_dir, cached)
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged cache entry is rebuilt
+        site = self._decode(site_dir, strict)
+        if self.use_cache:
+            self._to_cache(site, cached)
+        return site
+
+    def _decode(self, site_dir: Path, strict: bool) -> SiteData:
+        scan = self._scan(site_dir)
+        if strict and scan.problems:
+            raise scan.problems[0].error(len(scan.problems) - 1)
+        images, labels, kept = [], [], []
+        for rel, label in scan.records:
+            path = site_dir / rel
+            try:
+                ds = dcmread(path)
+            except Exception as err:  # the header was readable; the rest of the file is not
+                problem = _unreadable(path, err)
+            else:
+                decoder_error = _decoder_error(ds, path)
+                if decoder_error is not None:
+                    raise decoder_error  # an install fixes this, not skipping: refuse in both modes
+                try:
+                    images.append(to_image(ds, self.image_size, self.frames))
+                    labels.append(label)
+                    kept.append(rel)
+                    continue
+                except Exception as err:
+                    problem = Problem(
+                        str(path),
+                        "undecodable",
+                        f"its pixel data could not be decoded ({type(err).__name__}: {str(err).splitlines()[0]}).",
+                        "Check the file with a DICOM viewer; it may be truncated. Re-export it or remove it.",
+                        field="PixelData",
+                    )
+            if strict:
+                raise problem.error(0)
+            scan.problems.append(problem)
+        if not images:
+            raise DataValidationError(
+                site_dir,
+                f"no usable image remains ({len(scan.problems)} problem(s), {scan.no_consent} without consent).",
+                "Check the folder with `flsuite site check --domain medical --data DIR`.",
+            )
+        counts = Counter(p.kind for p in scan.problems)
+        counts["no_consent"] = scan.no_consent
+        x = np.stack(images)[:, None, :, :]
+        return SiteData(
+            site_dir.name,
+            x.astype(np.float32),
+            np.asarray(labels, dtype=np.int64),
+            str(site_dir),
+            {
+                "files": kept,
+                "skipped": dict(counts),
+                "skipped_examples": [str(p) for p in scan.problems],
+                "identifier_findings": scan.findings,
+            },
+        )
+
+    def _to_cache(self, site: SiteData, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        info = dict(site.info)
+        info["identifier_findings"] = [asdict(f) for f in site.info["identifier_findings"]]  # type: ignore[attr-defined]
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.npz")
+        np.savez(tmp, x=site.x, y=site.y, info=np.asarray(json.dumps(info)))
+        tmp.replace(path)
+        # Bounded: keep the most recently written entries only (synthetic runs make new ones each time).
+        entries = sorted(path.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        for old in entries[MAX_CACHE_ENTRIES:]:
+            old.unlink(missing_ok=True)
+
+    def _from_cache(self, site_dir: Path, path: Path) -> SiteData:
+        with np.load(path) as z:
+            info = json.loads(str(z["info"]))
+            info["identifier_findings"] = [Finding(**f) for f in info["identifier_findings"]]
+            info["cached"] = True
+            return SiteData(site_dir.name, z["x"], z["y"], str(site_dir), info)
+
+
+def _unreadable(path: Path, err: Exception) -> Problem:
+    if isinstance(err, InvalidDicomError):
+        return Problem(
+            str(path),
+            "not_dicom",
+            "the file is not DICOM (no 'DICM' prefix and file meta header).",
+            "Remove it from labels.csv, or re-save it with a DICOM tool if it is an old ACR-NEMA file.",
+        )
+    first = str(err).splitlines()[0] if str(err) else ""
+    return Problem(
+        str(path),
+        "not_dicom",
+        f"the file could not be read as DICOM ({type(err).__name__}: {first}).",
+        "Check that it is a complete DICOM file (it may be truncated) or remove it from labels.csv.",
+    )
