@@ -31,7 +31,7 @@ from flcore import scenario as scenario_registry
 from flcore.config import RunConfig, apply_settings, settings_of, to_dict, to_json
 from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs, split_site
 from flcore.exceptions import ConfigError, FlsuiteError
-from flcore.governance import check_deidentified
+from flcore.governance import check_deidentified, check_min_cohort
 from flcore.monitor import FederationMonitor, MonitoredGrid, RoundRecord
 from flcore.strategies import build_strategy
 
@@ -115,6 +115,7 @@ def _folder_site_loader(context: Context, cfg: RunConfig, scenario: scenario_reg
         site = scenario.adapter.read(site_dir, strict=cfg.data_mode == "strict")
         # The site enforces the policy itself: a coordinator cannot skip it.
         check_deidentified(site, scenario.policy, scenario.site_noun)
+        check_min_cohort([site], scenario.policy, scenario.site_noun)
         _SITE_CACHE[key] = split_site(site, cfg.test_fraction, cfg.seed, cfg.val_fraction)
     return _SITE_CACHE[key]
 

@@ -98,7 +98,10 @@ def _stratified(idx: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> t
     # Stratify when each class has at least two examples; otherwise a plain random split.
     counts = np.bincount(y) if y.size else np.array([])
     stratify = y if counts.size > 1 and counts.min() >= 2 else None
-    a, b = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+    try:
+        a, b = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+    except ValueError:  # too few examples for every class in both parts: plain split
+        a, b = train_test_split(idx, test_size=fraction, random_state=seed)
     return np.sort(a), np.sort(b)
 
 

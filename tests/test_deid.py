@@ -84,9 +84,10 @@ def test_training_refuses_identifier_bearing_data(tmp_path: Path) -> None:
         load_sites(IMAGING, tmp_path)
 
 
-def test_run_command_refuses_with_exit_2_and_writes_nothing(tmp_path: Path) -> None:
+def test_run_command_refuses_with_exit_2_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     hospital(tmp_path / "data", "hospital-a")
     hospital(tmp_path / "data", "hospital-b", identifiers_in=(0,))
     out = tmp_path / "out"
     assert main(["run", "medical-three-hospitals", "--data", str(tmp_path / "data"), "--out", str(out)]) == 2
+    assert "'de-identified' refuses hospital 'hospital-b'" in capsys.readouterr().err
     assert not out.exists()

@@ -70,10 +70,12 @@ def test_monochrome1_is_inverted(tmp_path: Path) -> None:
 
 
 def test_multi_frame_takes_the_middle_frame(tmp_path: Path) -> None:
-    frames = np.stack([np.full((8, 8), hu) for hu in (-160.0, 40.0, 240.0)])
+    frames = np.stack([np.full((8, 8), hu) for hu in (-160.0, 40.0, 240.0, 240.0)])  # mean 0.625, middle 1.0
     ds = pydicom.dcmread(make_dicom(tmp_path / "mf.dcm", stored(frames)))
-    np.testing.assert_allclose(to_image(ds, size=4), 0.5, atol=1e-6)
-    np.testing.assert_allclose(to_image(ds, size=4, frames="max"), 1.0, atol=1e-6)
+    np.testing.assert_allclose(to_image(ds, size=4), 1.0, atol=1e-6)
+    np.testing.assert_allclose(to_image(ds, size=4, frames="mean"), 0.625, atol=1e-6)
+    first = pydicom.dcmread(make_dicom(tmp_path / "mf3.dcm", stored(frames[:3])))  # middle of three is frame 1
+    np.testing.assert_allclose(to_image(first, size=4), 0.5, atol=1e-6)
 
 
 def test_non_square_images_are_padded_then_resized(tmp_path: Path) -> None:
@@ -249,3 +251,15 @@ def test_second_read_comes_from_the_cache_and_changes_invalidate_it(tmp_path: Pa
     os.utime(site / "a.dcm", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     third = adapter.read(site)
     assert "cached" not in third.info and third.x[0].mean() > first.x[0].mean()
+
+
+def test_manifest_problems_that_used_to_crash(tmp_path: Path) -> None:
+    site = tmp_path / "h"
+    make_dicom(site / "a.dcm", stored(gradient()))
+    (site / "labels.csv").write_text("file,label,Label\na.dcm,1,1\n")
+    with pytest.raises(DataValidationError, match=r"column 'label' appears more than once"):
+        DicomAdapter().read(site)
+    (site / "labels.csv").write_text("file,label,consent\na.dcm,1,yes\nb.dcm,7,no\n")
+    assert len(DicomAdapter().read(site)) == 1  # a bad label on a non-consented row is not looked at
+    (site / "dangling.dcm").symlink_to(site / "nowhere.dcm")
+    assert len(DicomAdapter().read(site)) == 1  # the cache key skips a dangling link

@@ -255,13 +255,21 @@ class DicomAdapter:
             raise DataValidationError(
                 path, "the manifest is empty.", "Write a header (file,label,consent) and one row per image."
             ) from None
-        except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
             raise DataValidationError(
                 path,
-                f"the manifest could not be read as CSV ({str(err).splitlines()[0]}).",
-                "Save it as comma-separated UTF-8 text.",
+                f"the manifest could not be read as CSV ({type(err).__name__}: {str(err).splitlines()[0]}).",
+                "Save it as comma-separated UTF-8 text the training user can read.",
             ) from None
         frame.columns = [str(c).strip().lower() for c in frame.columns]
+        dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+        if dupes:
+            raise DataValidationError(
+                path,
+                f"column {dupes[0]!r} appears more than once (names are compared without case and spaces).",
+                "Keep one column of each name.",
+                field=dupes[0],
+            )
         if "label" not in frame.columns:
             raise DataValidationError(
                 path,
@@ -288,18 +296,21 @@ class DicomAdapter:
             raise DataValidationError(
                 path, "the manifest has a header but no rows.", "Add one row per image, or remove this hospital."
             )
+        return frame
+
+    @staticmethod
+    def _check_labels(frame: pd.DataFrame, path: Path) -> None:
         labels = frame["label"].str.strip()
         bad = ~labels.isin(["0", "1"])
         if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
+            row = int(frame.index[np.flatnonzero(bad.to_numpy())[0]])
             raise DataValidationError(
                 path,
-                f"labels must be 0 or 1 but found {frame['label'].iloc[i]!r} in row {i + 1} "
+                f"labels must be 0 or 1 but found {frame['label'].loc[row]!r} in row {row + 1} "
                 f"({int(bad.sum())} bad label(s)).",
                 "Map 'finding present' to 1 and 'absent' to 0.",
                 field="label",
             )
-        return frame
 
     # -- scanning ------------------------------------------------------------------------
 
@@ -312,6 +323,7 @@ class DicomAdapter:
             consented = parse_consent(frame["consent"], manifest)
             scan.no_consent = int((~consented).sum())
             frame = frame[consented]
+        self._check_labels(frame, manifest)  # rows without consent are not looked at
         files = frame["file"].str.strip() if "file" in frame.columns else pd.Series([""] * len(frame), frame.index)
         uids = (
             frame["sop_instance_uid"].str.strip()
@@ -326,8 +338,12 @@ class DicomAdapter:
         for row, file, uid, label in zip(frame.index, files, uids, frame["label"].str.strip(), strict=True):
             where = f"{manifest} row {int(row) + 1}"
             if file:
-                target = (site_dir / file).resolve()
-                if root not in target.parents or not target.is_file():
+                try:
+                    target = (site_dir / file).resolve()
+                    usable = root in target.parents and target.is_file()
+                except (OSError, ValueError):  # e.g. a NUL byte or an over-long name
+                    usable = False
+                if not usable:
                     scan.problems.append(
                         Problem(
                             where,
@@ -419,8 +435,12 @@ class DicomAdapter:
         for root, dirs, files in os.walk(site_dir):
             dirs.sort()
             for name in sorted(files):
-                st = (Path(root) / name).stat()
-                entries.append((os.path.relpath(Path(root) / name, site_dir), st.st_size, st.st_mtime_ns))
+                try:
+                    st = (Path(root) / name).lstat()
+                except OSError:
+                    continue
+                rel = os.path.relpath(Path(root) / name, site_dir)
+                entries.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
         blob = json.dumps(
             {
                 "version": CACHE_VERSION,
@@ -455,7 +475,10 @@ class DicomAdapter:
                 pass  # a damaged cache entry is rebuilt
         site = self._decode(site_dir, strict)
         if self.use_cache:
-            self._to_cache(site, cached)
+            try:
+                self._to_cache(site, cached)
+            except OSError:
+                pass  # an unwritable cache costs a decode next time, nothing else
         return site
 
     def _decode(self, site_dir: Path, strict: bool) -> SiteData:
@@ -512,7 +535,8 @@ class DicomAdapter:
         )
 
     def _to_cache(self, site: SiteData, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Decoded patient images: readable by their owner only.
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         info = dict(site.info)
         info["identifier_findings"] = [asdict(f) for f in site.info["identifier_findings"]]  # type: ignore[attr-defined]
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.npz")
