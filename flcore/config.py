@@ -43,6 +43,25 @@ def setting(
     return field(default=default, metadata=meta)
 
 
+def parse_ints(text: str, key: str, example: str) -> tuple[int, ...]:
+    """A comma-separated list of positive ints (layer widths, channels) from a str setting.
+
+    Raises
+    ------
+    ConfigError
+        Naming the setting, an example of a valid value and what was given.
+    """
+    try:
+        values = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise ConfigError(
+            f"The '{key}' setting must be comma-separated positive ints such as {example}. Got {text!r} instead."
+        )
+    return values
+
+
 def key_of(field_name: str) -> str:
     """The kebab-case key of a snake_case field (``local_epochs`` -> ``local-epochs``)."""
     return field_name.replace("_", "-")

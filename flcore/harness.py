@@ -144,12 +144,14 @@ def score_arm(
     per_site: dict[str, dict[str, Any]] = {
         s.name: task.score(s.test.y, test_scores[s.name], thresholds[s.name]) for s in splits
     }
+    # Pooled decisions: one shared threshold, or each site's own applied to its examples.
     union_threshold: float | np.ndarray | None = None
-    if all(t is not None for t in thresholds.values()):
-        per_example = [np.full(len(s.test), thresholds[s.name], dtype=float) for s in splits]
-        union_threshold = np.concatenate(per_example)
-        if shared_model and splits:
-            union_threshold = thresholds[splits[0].name]
+    if splits and all(t is not None for t in thresholds.values()):
+        union_threshold = (
+            thresholds[splits[0].name]
+            if shared_model
+            else np.concatenate([np.full(len(s.test), thresholds[s.name], dtype=float) for s in splits])
+        )
     union_y = np.concatenate([s.test.y for s in splits])
     union = task.score(union_y, np.concatenate([test_scores[s.name] for s in splits]), union_threshold)
     names = [k for k, v in union.items() if k not in ("n", "n_positive")]

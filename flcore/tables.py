@@ -64,6 +64,18 @@ def read_table(path: Path, expected: str) -> pd.DataFrame:
     return frame
 
 
+def write_table(frame: pd.DataFrame, path: Path) -> Path:
+    """Write ``frame`` as CSV or Parquet (by ``path``'s suffix) atomically: a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    if path.suffix.lower() == ".csv":
+        frame.to_csv(tmp, index=False)
+    else:
+        frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
 def feature_columns(
     frame: pd.DataFrame,
     path: Path,

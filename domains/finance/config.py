@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flcore.config import setting
+from flcore.config import parse_ints, setting
 
 
 @dataclass(frozen=True)
@@ -31,18 +31,7 @@ class FinanceParams:
 
     def hidden(self) -> tuple[int, ...]:
         """``hidden_sizes`` parsed to a tuple of positive ints."""
-        from flcore.exceptions import ConfigError
-
-        try:
-            sizes = tuple(int(s) for s in self.hidden_sizes.split(",") if s.strip())
-        except ValueError:
-            sizes = ()
-        if not sizes or min(sizes) < 1:
-            raise ConfigError(
-                f"The 'hidden-sizes' setting must be comma-separated positive ints such as 64,32. "
-                f"Got {self.hidden_sizes!r} instead."
-            )
-        return sizes
+        return parse_ints(self.hidden_sizes, "hidden-sizes", "64,32")
 
 
 RECOMMENDED_RUN = {

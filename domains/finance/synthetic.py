@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from flcore.tables import write_table
+
 N_FEATURES = 128
 FEATURE_COLUMNS = [f"f{i:03d}" for i in range(N_FEATURES)]
 LABEL_COLUMN = "label"
@@ -177,12 +179,5 @@ def write_banks(banks: dict[str, pd.DataFrame], out: Path, file_format: str = "p
     for name, frame in banks.items():
         folder = Path(out) / name
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"transactions.{file_format}"
-        tmp = target.with_suffix(target.suffix + ".partial")
-        if file_format == "csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
-        tmp.replace(target)
-        written.append(target)
+        written.append(write_table(frame, folder / f"transactions.{file_format}"))
     return written

@@ -23,23 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flcore.config import setting
-from flcore.exceptions import ConfigError
+from flcore.config import parse_ints, setting
 
 #: Side of the square images the CNN sees; the DICOM adapter resizes every image to it.
 IMAGE_SIZE = 64
-
-
-def _ints(text: str, name: str, example: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise ConfigError(
-            f"The '{name}' setting must be comma-separated positive ints such as {example}. Got {text!r} instead."
-        )
-    return values
 
 
 @dataclass(frozen=True)
@@ -53,7 +40,7 @@ class ImagingParams:
 
     def channel_tuple(self) -> tuple[int, ...]:
         """``channels`` parsed to a tuple of positive ints."""
-        return _ints(self.channels, "channels", "16,32,64")
+        return parse_ints(self.channels, "channels", "16,32,64")
 
 
 @dataclass(frozen=True)
@@ -66,7 +53,7 @@ class ClinicalParams:
 
     def hidden(self) -> tuple[int, ...]:
         """``hidden_sizes`` parsed to a tuple of positive ints."""
-        return _ints(self.hidden_sizes, "hidden-sizes", "16 or 32,16")
+        return parse_ints(self.hidden_sizes, "hidden-sizes", "16 or 32,16")
 
 
 RECOMMENDED_IMAGING_RUN = {

@@ -38,6 +38,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from flcore.tables import write_table
+
 LABELS = "labels.csv"
 
 
@@ -291,12 +293,6 @@ def write_clinical(out: Path, seed: int = 0, file_format: str = "csv") -> list[P
     for name, table in clinical_hospitals(seed).items():
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"clinical.{file_format}"
-        tmp = path.with_name(f".{path.name}.partial")
-        if file_format == "csv":
-            table.to_csv(tmp, index=False)
-        else:
-            table.to_parquet(tmp, index=False)
-        tmp.replace(path)
+        write_table(table, folder / f"clinical.{file_format}")
         folders.append(folder)
     return folders
