@@ -16,20 +16,24 @@ import random
 import tempfile
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid, ServerApp
 
 from flcore import keys
 from flcore import scenario as scenario_registry
+from flcore.compression import compression_mod
 from flcore.config import RunConfig, apply_settings, settings_of, to_dict, to_json
-from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs, split_site
+from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs
 from flcore.exceptions import ConfigError, FlsuiteError
 from flcore.governance import check_deidentified, check_min_cohort
 from flcore.monitor import FederationMonitor, MonitoredGrid, RoundRecord
@@ -43,7 +47,43 @@ RUN_JSON = "run-json"
 # --------------------------------------------------------------------------------------
 
 SiteLoader = Callable[[Context, RunConfig], SiteSplit]
-_SITE_CACHE: dict[tuple[object, ...], SiteSplit] = {}
+
+
+class _SplitCache:
+    """Prepared site splits kept between messages, least recently used evicted beyond ``max_bytes``.
+
+    A simulation worker serves many virtual sites in turn (hundreds of devices); a
+    SuperNode serves one. Both reuse the decoded data across rounds without letting
+    a large fleet grow a worker's memory without bound.
+    """
+
+    def __init__(self, max_bytes: int = 512 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[object, ...], tuple[SiteSplit, int]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple[object, ...], make: Callable[[], SiteSplit]) -> SiteSplit:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key][0]
+        split = make()
+        size = sum(int(p.x.nbytes + p.y.nbytes) for p in (split.train, split.test, split.val) if p is not None)
+        self._items[key] = (split, size)
+        self._bytes += size
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            _, (_, old) = self._items.popitem(last=False)
+            self._bytes -= old
+        return split
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_SITE_CACHE = _SplitCache()
 
 
 def save_split(split: SiteSplit, path: Path) -> None:
@@ -81,10 +121,7 @@ def prepared_site_loader(prepared: list[str]) -> SiteLoader:
 
     def load(context: Context, cfg: RunConfig) -> SiteSplit:
         path = prepared[int(context.node_config["partition-id"])]
-        key = (path, cfg.seed, cfg.test_fraction)
-        if key not in _SITE_CACHE:
-            _SITE_CACHE[key] = load_split(Path(path))
-        return _SITE_CACHE[key]
+        return _SITE_CACHE.get((path, cfg.seed, cfg.test_fraction), lambda: load_split(Path(path)))
 
     return load
 
@@ -111,13 +148,15 @@ def _folder_site_loader(context: Context, cfg: RunConfig, scenario: scenario_reg
     # whether files were replaced (folder mtime) or rewritten in place (file mtimes).
     stamp = max(p.stat().st_mtime_ns for p in (site_dir, *site_dir.iterdir()))
     key = (f"{site_dir}@{stamp}", cfg.seed, cfg.test_fraction, cfg.val_fraction, cfg.data_mode)
-    if key not in _SITE_CACHE:
+
+    def make() -> SiteSplit:
         site = scenario.adapter.read(site_dir, strict=cfg.data_mode == "strict")
         # The site enforces the policy itself: a coordinator cannot skip it.
         check_deidentified(site, scenario.policy, scenario.site_noun)
         check_min_cohort([site], scenario.policy, scenario.site_noun)
-        _SITE_CACHE[key] = split_site(site, cfg.test_fraction, cfg.seed, cfg.val_fraction)
-    return _SITE_CACHE[key]
+        return scenario.split(site, cfg)
+
+    return _SITE_CACHE.get(key, make)
 
 
 def _data_root(scenario: scenario_registry.Scenario, data_dir: str, seed: int) -> Path:
@@ -157,7 +196,38 @@ def _site_record(name: str) -> ConfigRecord:
     return ConfigRecord({keys.SITE_NAME: name})
 
 
-def make_client_app(load_site: SiteLoader | None = None, torch_threads: int | None = None) -> ClientApp:
+def dropout_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Simulation only: a sampled site fails to answer with probability ``dropout-rate``.
+
+    Devices in a fleet go offline (power, network, maintenance). The draw depends on
+    the seed, the round and the virtual node, so a run is reproducible and a device
+    that is offline for training is offline for that round's evaluation too. The
+    reply is an error, as Flower delivers for a node that cannot be reached, and the
+    strategy aggregates the replies it has.
+    """
+    if msg.metadata.message_type not in (MessageType.TRAIN, MessageType.EVALUATE):
+        return call_next(msg, context)
+    config = msg.content.config_records.get(keys.CONFIG)
+    if config is None or RUN_JSON not in config:
+        return call_next(msg, context)
+    run = json.loads(str(config[RUN_JSON]))
+    rate = float(run.get("dropout-rate", 0.0))
+    server_round = int(config.get(keys.SERVER_ROUND, 0))  # type: ignore[arg-type]
+    node = context.node_config.get("partition-id", context.node_id)
+    if rate > 0 and dropout_draw(int(run.get("seed", 0)), server_round, str(node)) < rate:
+        reason = f"simulated dropout: node {node} offline in round {server_round} (dropout-rate={rate})"
+        return Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason=reason), reply_to=msg)
+    return call_next(msg, context)
+
+
+def dropout_draw(seed: int, server_round: int, node: str) -> float:
+    """A uniform number in [0, 1) fixed by seed, round and node."""
+    return zlib.crc32(f"dropout/{seed}/{server_round}/{node}".encode()) / 2**32
+
+
+def make_client_app(
+    load_site: SiteLoader | None = None, torch_threads: int | None = None, simulate_dropout: bool = False
+) -> ClientApp:
     """Build the ClientApp.
 
     Parameters
@@ -167,8 +237,11 @@ def make_client_app(load_site: SiteLoader | None = None, torch_threads: int | No
         through the scenario's adapter (deployment and ``flwr run``).
     torch_threads : int, optional
         Threads torch may use in this process (1 per virtual client in simulation).
+    simulate_dropout : bool
+        Add :func:`dropout_mod` (simulation only; deployed devices drop out by themselves).
     """
-    app = ClientApp()
+    # The dropout draw comes first: an offline device does not even decode its message.
+    app = ClientApp(mods=[*([dropout_mod] if simulate_dropout else []), compression_mod])
 
     def site_for(msg: Message, context: Context) -> tuple[Any, RunConfig, Any, SiteSplit]:
         import torch
@@ -297,15 +370,18 @@ def _wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
 
 def collect_feature_stats(
     grid: Grid, node_ids: list[int], config: ConfigRecord, timeout: float
-) -> tuple[FeatureStats, list[str]]:
-    """Ask every site for its feature sums and combine them (no row leaves a site)."""
+) -> tuple[FeatureStats, dict[int, str]]:
+    """Ask every site for its feature sums and combine them (no row leaves a site).
+
+    Returns the pooled statistics and each node's site name.
+    """
     content = RecordDict({keys.CONFIG: config})
     messages = [
         Message(content=content, message_type=f"{keys.QUERY_KIND}.{keys.QUERY_FEATURE_STATS}", dst_node_id=n)
         for n in node_ids
     ]
     replies = list(grid.send_and_receive(messages, timeout=timeout))
-    parts, names = [], []
+    parts, names = [], {}
     for reply in replies:
         if reply.has_error():
             raise FlsuiteError(f"A site failed while computing feature statistics: {reply.error.reason}")
@@ -319,10 +395,10 @@ def collect_feature_stats(
                 positives=int(metrics[keys.NUM_POSITIVE]),  # type: ignore[index,arg-type]
             )
         )
-        names.append(str(reply.content[keys.SITE][keys.SITE_NAME]))  # type: ignore[index]
+        names[reply.metadata.src_node_id] = str(reply.content[keys.SITE][keys.SITE_NAME])  # type: ignore[index]
     if len(parts) < len(node_ids):
         raise FlsuiteError(f"Only {len(parts)} of {len(node_ids)} sites returned feature statistics.")
-    return FeatureStats.combine(parts), sorted(names)
+    return FeatureStats.combine(parts), names
 
 
 def run_federation(grid: Grid, plan: FederationPlan) -> FederationOutcome:
@@ -335,7 +411,9 @@ def run_federation(grid: Grid, plan: FederationPlan) -> FederationOutcome:
     mgrid = MonitoredGrid(grid, monitor)
     node_ids = sorted(_wait_for_nodes(grid, plan.num_sites, plan.connect_timeout_s))
     common = _common_config(plan)
-    stats, sites = collect_feature_stats(mgrid, node_ids, common, timeout=plan.connect_timeout_s)
+    stats, names = collect_feature_stats(mgrid, node_ids, common, timeout=plan.connect_timeout_s)
+    mgrid.name_nodes(names)
+    sites = sorted(names.values())
 
     task = scenario.make_task(plan.params)
     model = task.init_model(stats, cfg.seed)

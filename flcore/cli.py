@@ -67,6 +67,10 @@ def cmd_data_make(args: argparse.Namespace) -> int:
         if "with_identifiers" not in inspect.signature(sc.make_data).parameters:
             raise ConfigError(f"--with-identifiers is not available for {sc.name}: its data hold no identifiers.")
         options["with_identifiers"] = True
+    if args.devices is not None:
+        if "devices" not in inspect.signature(sc.make_data).parameters:
+            raise ConfigError(f"--devices is not available for {sc.name}: its number of {sc.site_noun}s is fixed.")
+        options["devices"] = args.devices
     files = sc.make_data(out, args.seed, **options)
     for f in files:
         print(f)
@@ -105,6 +109,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{sc.name}")
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
     say(f"flsuite run {sc.name}: strategy {cfg.strategy}, {cfg.num_server_rounds} rounds, seed {cfg.seed}")
+    ignored = [k for k in sc.generation_settings if k in values and data is not None]
+    if ignored:
+        say(
+            f"note: {', '.join(ignored)} sizes generated data only; the {sc.site_noun}s in {data} are used as they are."
+        )
     results = run_experiment(sc, cfg, params, data_dir=data, progress=say)
     path = write_json(out / "results.json", results)
     print(summary_table(results))
@@ -123,7 +132,11 @@ _SECONDARY = {
     "recall_at_1pct_fpr": "recall@1%fpr",
     "sensitivity": "sensitivity",
     "specificity": "specificity",
+    "f1": "f1",
 }
+
+#: Beyond this many sites the per-site table shows only the worst ones.
+_MAX_SITE_ROWS = 15
 
 
 def summary_table(results: dict[str, Any]) -> str:
@@ -147,11 +160,25 @@ def summary_table(results: dict[str, Any]) -> str:
             + " ".join(f"{_fmt(a['union'].get(k)):>{max(8, len(_SECONDARY[k]))}}" for k in extra)
             + f" {a['wall_time_s']:7.1f}"
         )
-    lines += ["", f"{'site':<14} {'train':>7} {'pos':>5} {'federated':>10} {'centralised':>12} {'local-only':>11}"]
-    for site in results["data"]["sites"]:
+    sites = results["data"]["sites"]
+    shown = sites
+    if len(sites) > _MAX_SITE_ROWS:
+        scored = [x for x in sites if arms["federated"]["per_site"][x["name"]].get(m) is not None]
+        shown = sorted(scored, key=lambda x: arms["federated"]["per_site"][x["name"]][m])[:5]
+        lines += [
+            "",
+            f"{len(sites)} sites, {len(scored)} with {m} defined (both classes in their test data); the 5 worst "
+            "under the federated model:",
+        ]
+    lines += [
+        "",
+        f"{'site':<16} {'train':>7} {'test':>6} {'test pos':>8} {'federated':>10} {'centralised':>12} "
+        f"{'local-only':>11}",
+    ]
+    for site in shown:
         s = site["name"]
         lines.append(
-            f"{s:<14} {site['n_train']:>7} {site['positives_train']:>5} "
+            f"{s:<16} {site['n_train']:>7} {site['n_test']:>6} {site['positives_test']:>8} "
             f"{_fmt(arms['federated']['per_site'][s].get(m)):>10} "
             f"{_fmt(arms['centralised']['per_site'][s].get(m)):>12} "
             f"{_fmt(arms['local_only']['per_site'][s].get(m)):>11}"
@@ -161,9 +188,30 @@ def summary_table(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"federated / centralised {m}: {_fmt(c['federated_over_centralised'])}; federated beats local-only at "
-        f"{c['sites_where_federated_beats_local']} of {len(results['data']['sites'])} sites; "
+        f"{c['sites_where_federated_beats_local']} of {c.get('sites_compared', len(sites))} sites; "
         f"{(fed['bytes_sent'] + fed['bytes_received']) / 1e6:.1f} MB exchanged.",
     ]
+    part = fed.get("participation")
+    if part and part.get("sampled"):
+        eps = part.get("epochs_per_site", {})
+        lines.append(
+            f"participation: {part['replied']} of {part['sampled']} sampled replies ({part['dropped']} offline); "
+            f"local epochs per site {eps.get('min')}-{eps.get('max')} (mean {eps.get('mean')})."
+        )
+    res = results.get("resources")
+    if res:
+        pss = res.get("peak_pss_bytes")
+        lines.append(
+            f"peak memory of the process tree ({res['peak_processes']} processes): "
+            + (f"{pss / 2**30:.2f} GiB proportional, " if pss else "")
+            + f"{res['peak_rss_bytes'] / 2**30:.2f} GiB resident (shared pages counted per process)."
+        )
+    comp = fed.get("compression")
+    if comp and comp.get("codec") != "none":
+        lines.append(
+            f"updates sent as {comp['codec']}; {comp.get('train_bytes_received_per_round', 0) / 1e6:.2f} MB "
+            "of updates per round."
+        )
     return "\n".join(lines)
 
 
@@ -190,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="output directory (one sub-folder per site)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--scale", type=float, default=1.0, help="multiply every site's size (e.g. 0.1)")
-    m.add_argument("--format", choices=("parquet", "csv", "dicom"), help="file format (default: the scenario's own)")
+    m.add_argument(
+        "--format", choices=("parquet", "csv", "dicom", "npy"), help="file format (default: the scenario's own)"
+    )
+    m.add_argument("--devices", type=int, help="iot: number of devices in the fleet (default 200)")
     m.add_argument("--force", action="store_true", help="write into a non-empty directory")
     m.add_argument(
         "--with-identifiers",

@@ -214,6 +214,22 @@ class RunConfig:
         1.0, "Share of sites sampled for federated evaluation each round.", low=0.0, high=1.0
     )
     min_sites: int = setting(2, "Minimum sites per round.", low=1)
+    dropout_rate: float = setting(
+        0.0,
+        "Simulation: share of sampled sites that fail to answer in a round (devices offline); "
+        "rounds go on with the others.",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+    )
+    update_compression: str = setting(
+        "none",
+        "Codec of model updates sent by sites: none (float32), float16 or int8 (block-wise 8-bit).",
+        choices=("none", "float16", "int8"),
+    )
+    compress_broadcast: bool = setting(
+        True, "With update-compression, also send the global model to sites in that codec."
+    )
     size_weight_beta: float = setting(
         0.0,
         "fedavg-sizeweighted: site weight is n_k^(1+beta); 0 is FedAvg, -1 weighs sites equally.",

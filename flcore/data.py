@@ -44,6 +44,42 @@ class SiteSplit:
     val: SiteData | None = None
 
 
+@dataclass
+class Problem:
+    """A file or record an adapter cannot use: strict mode refuses the site, lenient mode skips it.
+
+    Parameters
+    ----------
+    path : str
+        The file (or file and row) at fault.
+    kind : str
+        Short reason, counted per kind in ``SiteData.info["skipped"]`` in lenient mode.
+    problem, fix : str
+        What was expected and found; how to fix it.
+    field : str, optional
+        The column, tag or field at fault.
+    """
+
+    path: str
+    kind: str
+    problem: str
+    fix: str
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = self.path + (f", field '{self.field}'" if self.field else "")
+        return f"{where}: {self.problem}"
+
+    def error(self, others: int, domain: str) -> DataValidationError:
+        """The error strict mode raises, counting the ``others`` problems found in the same folder."""
+        more = (
+            f" ({others} more problem(s) in this folder; `flsuite site check --domain {domain} --data DIR` lists all)"
+            if others
+            else ""
+        )
+        return DataValidationError(self.path, self.problem + more, self.fix, field=self.field)
+
+
 @runtime_checkable
 class DomainAdapter(Protocol):
     """Reads one site's data in its domain's real format.

@@ -24,11 +24,12 @@ import numpy as np
 
 from flcore import metrics
 from flcore.config import RunConfig, to_dict
-from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs, split_site
-from flcore.exceptions import DataValidationError
+from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs
+from flcore.exceptions import ConfigError, DataValidationError
 from flcore.governance import check_deidentified, check_min_cohort
 from flcore.monitor import RoundRecord
 from flcore.partition import repartition
+from flcore.resources import PeakMemory
 from flcore.results import SCHEMA_VERSION, clean, environment, now_utc, suite_version, validate_results
 from flcore.scenario import Scenario
 from flcore.task import Task
@@ -44,20 +45,35 @@ class PreparedData:
     splits: list[SiteSplit]
 
 
-def load_sites(scenario: Scenario, data_dir: Path, strict: bool = True) -> list[SiteData]:
+def load_sites(
+    scenario: Scenario, data_dir: Path, strict: bool = True, progress: Progress | None = None
+) -> list[SiteData]:
     """Read and validate every site folder of ``data_dir`` through the scenario's adapter.
 
     Every site is read, and the scenario's governance policy checked on it, before
     any training starts, so a bad file or a refused site stops the run before
-    anything is written.
+    anything is written. In lenient mode, scenarios that allow it
+    (``leave_out_unusable``, fleets) leave out a site whose data cannot be used at all.
     """
-    sites = [scenario.adapter.read(d, strict=strict) for d in list_site_dirs(data_dir, scenario.adapter)]
+    sites = []
+    left_out = []
+    for d in list_site_dirs(data_dir, scenario.adapter):
+        try:
+            sites.append(scenario.adapter.read(d, strict=strict))
+        except DataValidationError as err:
+            if strict or not scenario.leave_out_unusable:
+                raise
+            left_out.append(f"{d.name}: {err}")
+    for line in left_out[:5]:
+        (progress or print)(f"  left out {scenario.site_noun} {line}")
+    if len(left_out) > 5:
+        (progress or print)(f"  ... and {len(left_out) - 5} more {scenario.site_noun}(s) left out")
     for site in sites:
         check_deidentified(site, scenario.policy, scenario.site_noun)
     if len(sites) < 2:
         raise DataValidationError(
             data_dir,
-            f"found {len(sites)} site folder; a federation needs at least 2.",
+            f"found {len(sites)} usable site folder; a federation needs at least 2.",
             "Add one sub-folder per site.",
         )
     _check_same_features(sites)
@@ -91,23 +107,33 @@ _SKIP_REASONS = {
     "missing_file": "file missing (lenient mode)",
     "undecodable": "pixel data undecodable (lenient mode)",
     "duplicate": "listed twice (lenient mode)",
+    "unreadable": "file unreadable (lenient mode)",
+    "no_signal": "no signal column or array (lenient mode)",
+    "bad_rate": "sampling rate missing, non-positive or too low (lenient mode)",
+    "too_short": "shorter than one window (lenient mode)",
+    "non_finite": "NaN or infinite samples (lenient mode)",
+    "flatline": "sensor flat-lined (lenient mode)",
+    "clipped": "sensor clipped (lenient mode)",
+    "machine_mismatch": "another machine's recording (lenient mode)",
 }
 
 
-def prepare_data(scenario: Scenario, cfg: RunConfig, data_dir: Path | None, progress: Progress) -> PreparedData:
+def prepare_data(
+    scenario: Scenario, cfg: RunConfig, data_dir: Path | None, progress: Progress, params: Any = None
+) -> PreparedData:
     """Load (or generate) the sites, form them per ``cfg.partition`` and split train/test."""
     if data_dir is None:
         tmp = Path(tempfile.mkdtemp(prefix=f"flsuite-{scenario.name}-"))
         try:
             progress(f"generating synthetic {scenario.site_noun}s (seed {cfg.seed}) ...")
-            scenario.make_data(tmp, cfg.seed)
-            sites = load_sites(scenario, tmp, strict=cfg.data_mode == "strict")
+            scenario.make_data(tmp, cfg.seed, **scenario.generation_kwargs(params or scenario.params))
+            sites = load_sites(scenario, tmp, strict=cfg.data_mode == "strict", progress=progress)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         source = "synthetic"
     else:
         progress(f"reading {data_dir} ...")
-        sites = load_sites(scenario, data_dir, strict=cfg.data_mode == "strict")
+        sites = load_sites(scenario, data_dir, strict=cfg.data_mode == "strict", progress=progress)
         source = str(data_dir)
     for site in sites:
         skipped = {k: v for k, v in dict(site.info.get("skipped", {})).items() if v}  # type: ignore[call-overload]
@@ -119,9 +145,14 @@ def prepare_data(scenario: Scenario, cfg: RunConfig, data_dir: Path | None, prog
         for example in list(site.info.get("skipped_examples", []))[:5]:  # type: ignore[call-overload]
             progress(f"    skipped {example}")
     if cfg.partition != "natural":
+        if not scenario.repartition:
+            raise ConfigError(
+                f"partition={cfg.partition} does not apply to {scenario.name}: its {scenario.site_noun}s are "
+                "natural units whose data cannot be pooled and re-dealt. Use partition=natural."
+            )
         sites = repartition(sites, cfg.partition, cfg.num_sites, cfg.partition_alpha, cfg.seed)
         check_min_cohort(sites, scenario.policy, scenario.site_noun)
-    splits = [split_site(s, cfg.test_fraction, cfg.seed, cfg.val_fraction) for s in sites]
+    splits = [scenario.split(s, cfg) for s in sites]
     return PreparedData(source, splits)
 
 
@@ -136,11 +167,13 @@ def score_arm(
         Site name -> the model that arm uses at that site.
     shared_model : bool
         True when every site uses the same model (federated, centralised): its
-        operating point is chosen once on the union of the sites' validation splits.
-        False for local-only models: each site chooses on its own validation split.
+        operating point is chosen once on the union of the sites' validation splits,
+        unless the task's ``threshold_scope`` is ``"site"``. False for local-only
+        models: each site chooses on its own validation split.
     """
     test_scores = {s.name: task.predict(model_for(s.name), s.test.x) for s in splits}
-    thresholds = _thresholds(task, splits, model_for, shared_model)
+    pooled = shared_model and task.threshold_scope != "site"
+    thresholds = _thresholds(task, splits, model_for, pooled)
     per_site: dict[str, dict[str, Any]] = {
         s.name: task.score(s.test.y, test_scores[s.name], thresholds[s.name]) for s in splits
     }
@@ -149,7 +182,7 @@ def score_arm(
     if splits and all(t is not None for t in thresholds.values()):
         union_threshold = (
             thresholds[splits[0].name]
-            if shared_model
+            if pooled
             else np.concatenate([np.full(len(s.test), thresholds[s.name], dtype=float) for s in splits])
         )
     union_y = np.concatenate([s.test.y for s in splits])
@@ -220,18 +253,41 @@ def run_experiment(
     progress: Progress = print,
     workdir: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the three arms and return results.json content (validated against the schema)."""
+    """Run the three arms and return results.json content (validated against the schema).
+
+    The peak memory of the whole process tree (simulation workers included) is
+    sampled throughout and recorded under ``resources``.
+    """
+    with PeakMemory() as memory:
+        results = _run_arms(scenario, cfg, params, data_dir, progress, workdir)
+    results["resources"] = memory.to_json()
+    validate_results(results)
+    return results
+
+
+def _run_arms(
+    scenario: Scenario,
+    cfg: RunConfig,
+    params: Any,
+    data_dir: Path | None,
+    progress: Progress,
+    workdir: Path | None,
+) -> dict[str, Any]:
     from flcore.simulation import run_federated_simulation
 
     task = scenario.make_task(params)
     primary = task.primary_metric
-    prepared = prepare_data(scenario, cfg, data_dir, progress)
+    prepared = prepare_data(scenario, cfg, data_dir, progress, params)
     splits = prepared.splits
     rounds = cfg.num_server_rounds
-    progress(
-        f"{len(splits)} {scenario.site_noun}s: "
-        + ", ".join(f"{s.name} ({len(s.train)} train / {len(s.test)} test)" for s in splits)
-    )
+    listed = ", ".join(f"{s.name} ({len(s.train)} train / {len(s.test)} test)" for s in splits[:8])
+    if len(splits) > 8:
+        sizes = np.asarray([len(s.train) for s in splits])
+        listed += (
+            f", ... ({len(splits) - 8} more; training examples per {scenario.site_noun} "
+            f"{sizes.min()}-{sizes.max()}, median {int(np.median(sizes))})"
+        )
+    progress(f"{len(splits)} {scenario.site_noun}s: {listed}")
 
     # -- federated ----------------------------------------------------------------
     progress(
@@ -265,8 +321,17 @@ def run_experiment(
         history=[r.to_json() for r in monitor.rounds],
         bytes_sent=monitor.bytes_sent,
         bytes_received=monitor.bytes_received,
+        participation=participation(monitor.rounds, [s.name for s in splits], cfg.local_epochs),
+        compression=_compression(monitor.rounds, cfg),
     )
     _show_arm("federated", federated, primary, progress)
+    if cfg.fraction_train < 1.0 or cfg.dropout_rate > 0:
+        part, eps = federated["participation"], federated["participation"]["epochs_per_site"]
+        progress(
+            f"      {part['replied']} of {part['sampled']} sampled {scenario.site_noun}s replied "
+            f"({part['dropped']} offline); local epochs per {scenario.site_noun} {eps['min']}-{eps['max']} "
+            f"(mean {eps['mean']}), against {rounds * cfg.local_epochs} for the baselines"
+        )
 
     # -- centralised ------------------------------------------------------------------
     progress(f"[2/3] centralised: all training splits pooled, {rounds * cfg.local_epochs} epochs")
@@ -317,22 +382,54 @@ def run_experiment(
         "arms": {"federated": federated, "centralised": centralised, "local_only": local_only},
         "comparison": compare(federated, centralised, local_only, primary),
     }
-    results = clean(results)
-    validate_results(results)
-    return results
+    return clean(results)
+
+
+def participation(rounds: list[RoundRecord], sites: list[str], local_epochs: int) -> dict[str, Any]:
+    """Sampled, answered and offline sites over all rounds, and the epochs each site really trained."""
+    sampled = sum(r.sampled for r in rounds)
+    replied = sum(r.replies for r in rounds)
+    trained = {name: 0 for name in sites}
+    for r in rounds:
+        for name in r.per_site_train:
+            trained[name] = trained.get(name, 0) + 1
+    epochs = np.asarray([v * local_epochs for v in trained.values()], dtype=float)
+    return {
+        "sampled": sampled,
+        "replied": replied,
+        "failed": sum(r.failures for r in rounds),
+        "dropped": sum(r.dropouts for r in rounds),
+        "reply_rate": replied / sampled if sampled else None,
+        "epochs_per_site": {
+            "min": int(epochs.min()) if epochs.size else 0,
+            "mean": round(float(epochs.mean()), 2) if epochs.size else 0.0,
+            "max": int(epochs.max()) if epochs.size else 0,
+            "never_trained": int((epochs == 0).sum()),
+        },
+    }
+
+
+def _compression(rounds: list[RoundRecord], cfg: RunConfig) -> dict[str, Any]:
+    n = max(1, len(rounds))
+    return {
+        "codec": cfg.update_compression,
+        "broadcast": cfg.update_compression != "none" and cfg.compress_broadcast,
+        "train_bytes_sent_per_round": sum(r.bytes_sent_train for r in rounds) / n,
+        "train_bytes_received_per_round": sum(r.bytes_received_train for r in rounds) / n,
+        "bytes_per_round": sum(r.bytes_sent + r.bytes_received for r in rounds) / n,
+    }
 
 
 def compare(fed: dict[str, Any], cen: dict[str, Any], loc: dict[str, Any], primary: str) -> dict[str, Any]:
     """Headline figures: federated against the pooled reference and against sites alone."""
     f, c = fed["union"].get(primary), cen["union"].get(primary)
     fm, lm = fed["mean_over_sites"].get(primary), loc["mean_over_sites"].get(primary)
-    wins = sum(
-        1
+    both = [
+        site
         for site, m in fed["per_site"].items()
-        if m.get(primary) is not None
-        and loc["per_site"][site].get(primary) is not None
-        and m[primary] > loc["per_site"][site][primary]
-    )
+        if m.get(primary) is not None and loc["per_site"][site].get(primary) is not None
+    ]
+    wins = sum(1 for site in both if fed["per_site"][site][primary] > loc["per_site"][site][primary])
     return {
         "metric": primary,
         "federated": f,
@@ -343,6 +440,7 @@ def compare(fed: dict[str, Any], cen: dict[str, Any], loc: dict[str, Any], prima
         "federated_over_centralised": (f / c) if f is not None and c else None,
         "federated_minus_local_only_mean": (fm - lm) if fm is not None and lm is not None else None,
         "sites_where_federated_beats_local": wins,
+        "sites_compared": len(both),
     }
 
 

@@ -36,3 +36,5 @@ RECALL_AT_1PCT_FPR = "recall_at_1pct_fpr"
 SENSITIVITY = "sensitivity"
 SPECIFICITY = "specificity"
 THRESHOLD = "threshold"  # operating point chosen on validation data
+PRECISION = "precision"
+F1 = "f1"

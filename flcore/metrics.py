@@ -78,3 +78,34 @@ def nanmean(values: list[float | None]) -> float | None:
     """Mean of the defined values, or ``None`` when none is defined."""
     vals = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(vals)) if vals else None
+
+
+def quantile_threshold(y_true: np.ndarray, scores: np.ndarray, quantile: float) -> float | None:
+    """The ``quantile`` of the scores of normal (label 0) examples: an anomaly threshold.
+
+    With ``quantile = 0.99`` about 1% of normal data is flagged, which fixes the
+    false-alarm rate a maintenance team signs up for. ``None`` without normal examples.
+    """
+    normal = np.asarray(scores, dtype=float)[np.asarray(y_true).astype(int) == 0]
+    return float(np.quantile(normal, quantile)) if normal.size else None
+
+
+def detection_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray) -> dict[str, float | None]:
+    """Sensitivity, specificity, precision and F1 of the decisions ``scores >= threshold``.
+
+    Each is ``None`` where undefined on these data (no positive example, or
+    nothing flagged for precision).
+    """
+    y = np.asarray(y_true).astype(int)
+    decided = np.asarray(scores, dtype=float) >= np.asarray(threshold, dtype=float)
+    tp = int((decided & (y == 1)).sum())
+    fp = int((decided & (y == 0)).sum())
+    n_pos = int(y.sum())
+    out = operating_point(y, scores, threshold)
+    precision = tp / (tp + fp) if tp + fp else None
+    out[keys.PRECISION] = precision
+    if n_pos == 0:
+        out[keys.F1] = None
+    else:
+        out[keys.F1] = 0.0 if not tp else 2 * tp / (2 * tp + fp + (n_pos - tp))
+    return out

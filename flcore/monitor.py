@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.common.serde import recorddict_to_proto
 from flwr.serverapp import Grid
 
@@ -34,6 +35,11 @@ class RoundRecord:
     sampled: int = 0
     replies: int = 0
     failures: int = 0
+    dropouts: int = 0
+    evaluate_sampled: int = 0
+    evaluate_replies: int = 0
+    bytes_sent_train: int = 0
+    bytes_received_train: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
     train: dict[str, float] = field(default_factory=dict)
@@ -52,8 +58,14 @@ class RoundRecord:
             "sites_sampled": self.sampled,
             "sites_replied": self.replies,
             "sites_failed": self.failures,
+            "sites_dropped": self.dropouts,
+            "evaluate_sampled": self.evaluate_sampled,
+            "evaluate_replied": self.evaluate_replies,
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
+            "bytes_sent_train": self.bytes_sent_train,
+            "bytes_received_train": self.bytes_received_train,
+            "sites_trained": sorted(self.per_site_train),
             "wall_time_s": round(self.wall_time_s, 4),
             "train": clean(self.train),
             "evaluate": clean(self.evaluate),
@@ -123,10 +135,17 @@ class FederationMonitor:
         rec = self._current
         rec.bytes_sent += bytes_out
         rec.bytes_received += bytes_in
+        failed = [m for m in replies if m.has_error()]
         if message_type == "train":
             rec.sampled = sent
-            rec.failures = sum(1 for m in replies if m.has_error())
-            rec.replies = len(replies) - rec.failures
+            rec.failures = len(failed) + max(0, sent - len(replies))  # no reply at all (timeout) fails too
+            rec.dropouts = sum(1 for m in failed if m.error.code == ErrorCode.NODE_UNAVAILABLE)
+            rec.replies = len(replies) - len(failed)
+            rec.bytes_sent_train += bytes_out
+            rec.bytes_received_train += bytes_in
+        elif message_type == "evaluate":
+            rec.evaluate_sampled = sent
+            rec.evaluate_replies = len(replies) - len(failed)
 
     # -- metric aggregation functions handed to the strategy -------------------------
     def aggregate_train(self, records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -178,6 +197,15 @@ class MonitoredGrid(Grid):
     def __init__(self, inner: Grid, monitor: FederationMonitor) -> None:
         self._inner = inner
         self._monitor = monitor
+        self._names: dict[int, str] = {}
+
+    def name_nodes(self, names: dict[int, str]) -> None:
+        """Site name of each node id, so that node lists come in a reproducible order.
+
+        Flower gives nodes random ids in every run and strategies sample positions of
+        ``get_node_ids()``; ordering by site name makes a seed pick the same sites.
+        """
+        self._names = dict(names)
 
     def set_run(self, run: Any) -> None:  # pragma: no cover - set by Flower before wrapping
         self._inner.set_run(run)
@@ -192,7 +220,8 @@ class MonitoredGrid(Grid):
         return self._inner.create_message(content, message_type, dst_node_id, group_id, ttl)
 
     def get_node_ids(self) -> Iterable[int]:
-        return self._inner.get_node_ids()
+        ids = list(self._inner.get_node_ids())
+        return sorted(ids, key=lambda n: (self._names.get(n, ""), n)) if self._names else ids
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         return self._inner.push_messages(messages)

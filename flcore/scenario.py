@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flcore.config import RunConfig, apply_settings, settings_of, validate
-from flcore.data import DomainAdapter
+from flcore.data import DomainAdapter, SiteData, SiteSplit, split_site
 from flcore.exceptions import ConfigError, UnknownNameError
 from flcore.governance import GovernancePolicy
 from flcore.task import Task
@@ -49,6 +49,19 @@ class Scenario:
         Recommended :class:`RunConfig` values (kebab-case keys).
     policy : GovernancePolicy
         The domain's default governance policy.
+    splitter : callable, optional
+        ``splitter(site, cfg) -> SiteSplit`` when the domain decides what is held out
+        (for anomaly detection: the labelled windows); default: a stratified random
+        split by ``test-fraction`` and ``val-fraction``.
+    generation_settings : tuple of str
+        Domain settings passed to ``make_data`` as keyword arguments (e.g.
+        ``("devices",)``), so ``--set devices=1000`` sizes a generated fleet.
+    leave_out_unusable : bool
+        In lenient mode, a site whose data cannot be used at all is left out of the
+        run (and reported) instead of stopping it: right for fleets of hundreds of
+        devices, wrong for three hospitals.
+    repartition : bool
+        Whether ``partition=dirichlet|quantity`` may re-split pooled data into sites.
     """
 
     name: str
@@ -61,6 +74,20 @@ class Scenario:
     params: Any
     run_defaults: Mapping[str, Any] = field(default_factory=dict)
     policy: GovernancePolicy = field(default_factory=GovernancePolicy)
+    splitter: Callable[[SiteData, RunConfig], SiteSplit] | None = None
+    generation_settings: tuple[str, ...] = ()
+    leave_out_unusable: bool = False
+    repartition: bool = True
+
+    def split(self, site: SiteData, cfg: RunConfig) -> SiteSplit:
+        """Hold out a site's test (and validation) data the way this scenario requires."""
+        if self.splitter is not None:
+            return self.splitter(site, cfg)
+        return split_site(site, cfg.test_fraction, cfg.seed, cfg.val_fraction)
+
+    def generation_kwargs(self, params: Any) -> dict[str, Any]:
+        """Keyword arguments for ``make_data`` taken from the domain params."""
+        return {name.replace("-", "_"): getattr(params, name.replace("-", "_")) for name in self.generation_settings}
 
     def default_run_config(self) -> RunConfig:
         """:class:`RunConfig` with the domain's recommended values applied."""

@@ -74,7 +74,9 @@ def run_federated_simulation(
     run_simulation(
         server_app=make_server_app(plan, outcome),
         client_app=make_client_app(
-            load_site=prepared_site_loader(paths), torch_threads=max(1, int(cfg.num_cpus_per_client))
+            load_site=prepared_site_loader(paths),
+            torch_threads=max(1, int(cfg.num_cpus_per_client)),
+            simulate_dropout=cfg.dropout_rate > 0,
         ),
         num_supernodes=len(splits),
         backend_config=backend_config,  # type: ignore[arg-type]

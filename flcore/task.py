@@ -1,4 +1,4 @@
-"""What a domain's learning task must provide, and the binary-classification task in torch."""
+"""What a domain's learning task must provide; binary classification and anomaly detection in torch."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 from flcore import keys, metrics
 from flcore.config import RunConfig
 from flcore.data import FeatureStats, SiteData
-from flcore.training import bce_loss, fit_binary, lr_at, predict_proba
+from flcore.training import bce_loss, fit_binary, fit_reconstruction, lr_at, predict_proba, predict_scores
 
 
 class Task(Protocol):
@@ -23,6 +23,10 @@ class Task(Protocol):
     """
 
     primary_metric: str
+    #: ``"pooled"``: a model shared by all sites gets one operating point, chosen on the
+    #: union of their validation data; ``"site"``: every site chooses its own, even for a
+    #: shared model (anomaly detection, where each machine has its own normal level).
+    threshold_scope: str
 
     def init_model(self, stats: FeatureStats, seed: int) -> nn.Module:
         """A fresh model whose preprocessing uses ``stats``."""
@@ -86,12 +90,10 @@ class BinaryClassificationTask:
     primary_metric: str = "pr_auc"
     threshold_rule: str | None = None
     augment: Callable[[Any, Any], Any] | None = None
+    threshold_scope: str = "pooled"
 
     def init_model(self, stats: FeatureStats, seed: int) -> nn.Module:
-        import torch
-
-        torch.manual_seed(seed)
-        return self.build(stats)
+        return _seeded(self.build, stats, seed)
 
     def fit(
         self,
@@ -142,3 +144,83 @@ class BinaryClassificationTask:
                 t = np.asarray(threshold, dtype=float)
                 out[keys.THRESHOLD] = float(t) if t.ndim == 0 else None
         return out
+
+
+@dataclass
+class AnomalyDetectionTask:
+    """Unsupervised anomaly detection: a model of normal data whose error is the anomaly score.
+
+    The model's forward pass returns one score per example (for an autoencoder, its
+    reconstruction error); training minimises the mean score on training data,
+    which are taken as normal (labels are never used for training). Each site
+    calibrates its threshold on its own normal validation data, as the
+    ``threshold_quantile`` of their scores, and decisions are scored against the
+    labelled test data.
+
+    Parameters
+    ----------
+    build : callable
+        ``build(stats) -> nn.Module`` returning a model that maps a batch to scores.
+    threshold_quantile : float
+        Share of normal validation scores below the threshold (0.99: about 1% false alarms).
+    primary_metric : str
+        ``roc_auc``: ranking of fault windows above normal ones, threshold-free.
+    """
+
+    build: Callable[[FeatureStats], nn.Module]
+    threshold_quantile: float = 0.99
+    primary_metric: str = keys.ROC_AUC
+    threshold_scope: str = "site"
+
+    def init_model(self, stats: FeatureStats, seed: int) -> nn.Module:
+        return _seeded(self.build, stats, seed)
+
+    def fit(
+        self,
+        model: nn.Module,
+        data: SiteData,
+        cfg: RunConfig,
+        *,
+        first_round: int,
+        num_rounds: int,
+        seed: int,
+        proximal_mu: float = 0.0,
+    ) -> dict[str, float]:
+        normal = data.x[np.asarray(data.y) == 0]  # training data are normal; a labelled fault never trains
+        loss = fit_reconstruction(
+            model,
+            normal,
+            cfg,
+            epochs=num_rounds * cfg.local_epochs,
+            lr_for_epoch=lambda e: lr_at(cfg, first_round + e // cfg.local_epochs),
+            seed=seed,
+            proximal_mu=proximal_mu,
+        )
+        return {"train-loss": loss}
+
+    def predict(self, model: nn.Module, x: np.ndarray) -> np.ndarray:
+        return predict_scores(model, x)
+
+    def choose_threshold(self, y_val: np.ndarray, scores_val: np.ndarray) -> float | None:
+        return metrics.quantile_threshold(y_val, scores_val, self.threshold_quantile)
+
+    def score(self, y: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = metrics.binary_metrics(y, scores)
+        normal = np.asarray(scores, dtype=float)[np.asarray(y) == 0]
+        out["loss"] = float(normal.mean()) if normal.size else None  # mean score of normal test windows
+        # The same keys every time: Flower's strategies require them from every site.
+        at: dict[str, Any] = {keys.SENSITIVITY: None, keys.SPECIFICITY: None, keys.PRECISION: None, keys.F1: None}
+        if threshold is not None and len(y):
+            at.update(metrics.detection_metrics(y, scores, threshold))
+        t = np.asarray(threshold, dtype=float) if threshold is not None else None
+        at[keys.THRESHOLD] = float(t) if t is not None and t.ndim == 0 else None
+        out.update(at)
+        return out
+
+
+def _seeded(build: Callable[[FeatureStats], nn.Module], stats: FeatureStats, seed: int) -> nn.Module:
+    """``build(stats)`` with torch's generator seeded first: the same seed gives the same initial weights."""
+    import torch
+
+    torch.manual_seed(seed)
+    return build(stats)

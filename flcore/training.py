@@ -81,10 +81,61 @@ def fit_binary(
     """
     if len(y) == 0:
         raise ValueError("cannot train on an empty site")
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(float(pos_weight)))
+
+    def batch_loss(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        batch = xt[idx] if augment is None else augment(xt[idx], gen)
+        return loss_fn(model(batch), yt[idx])
+
+    return _train_loop(model, len(yt), cfg, epochs, lr_for_epoch, seed, proximal_mu, batch_loss)
+
+
+def fit_reconstruction(
+    model: nn.Module,
+    x: np.ndarray,
+    cfg: RunConfig,
+    *,
+    epochs: int,
+    lr_for_epoch: Callable[[int], float],
+    seed: int,
+    proximal_mu: float = 0.0,
+) -> float:
+    """Train an anomaly model whose forward pass returns one reconstruction error per example.
+
+    The loss is the mean of ``model(batch)``; labels are not used (the training data
+    are taken as normal). Optimiser, clipping and the FedProx term as in
+    :func:`fit_binary`.
+
+    Returns
+    -------
+    float
+        Mean training loss of the last epoch.
+    """
+    if len(x) == 0:
+        raise ValueError("cannot train on an empty site")
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+    def batch_loss(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return model(xt[idx]).mean()
+
+    return _train_loop(model, len(xt), cfg, epochs, lr_for_epoch, seed, proximal_mu, batch_loss)
+
+
+def _train_loop(
+    model: nn.Module,
+    n: int,
+    cfg: RunConfig,
+    epochs: int,
+    lr_for_epoch: Callable[[int], float],
+    seed: int,
+    proximal_mu: float,
+    batch_loss: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+) -> float:
+    """Shuffled mini-batch epochs over ``n`` examples minimising ``batch_loss(indices, generator)``."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     start = [p.detach().clone() for p in params] if proximal_mu > 0 else []
     opt: torch.optim.Optimizer
@@ -92,19 +143,17 @@ def fit_binary(
         opt = torch.optim.Adam(params, lr=lr_for_epoch(0), weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.SGD(params, lr=lr_for_epoch(0), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(float(pos_weight)))
     model.train()
     last = float("nan")
     for epoch in range(epochs):
         for group in opt.param_groups:
             group["lr"] = lr_for_epoch(epoch)
-        order = torch.randperm(len(yt), generator=gen)
+        order = torch.randperm(n, generator=gen)
         total, count = 0.0, 0
-        for i in range(0, len(order), cfg.batch_size):
+        for i in range(0, n, cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             opt.zero_grad(set_to_none=True)
-            batch = xt[idx] if augment is None else augment(xt[idx], gen)
-            loss = loss_fn(model(batch), yt[idx])
+            loss = batch_loss(idx, gen)
             if proximal_mu > 0:
                 prox = sum(((p - s) ** 2).sum() for p, s in zip(params, start, strict=True))
                 loss = loss + 0.5 * proximal_mu * prox
@@ -116,6 +165,17 @@ def fit_binary(
             count += len(idx)
         last = total / count
     return last
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """The model's raw outputs (e.g. anomaly scores), in batches, in eval mode."""
+    model.eval()
+    out = []
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    for i in range(0, len(xt), batch_size):
+        out.append(model(xt[i : i + batch_size]).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
 @torch.no_grad()

@@ -41,7 +41,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, get_decoder
 
 from domains.medical.deid import identifier_findings
-from flcore.data import SiteData
+from flcore.data import Problem, SiteData
 from flcore.exceptions import DataValidationError
 from flcore.governance import Finding
 from flcore.tables import parse_consent
@@ -56,29 +56,6 @@ MAX_CACHE_ENTRIES = 32  # one entry per hospital folder and decoding setting
 DEFAULT_WINDOWS = {"CT": (40.0, 400.0)}
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-
-
-@dataclass
-class Problem:
-    """A file or manifest row that cannot be used (strict mode refuses, lenient skips it)."""
-
-    path: str
-    kind: str  # not_dicom, no_pixel_data, missing_file, undecodable, duplicate
-    problem: str
-    fix: str
-    field: str | None = None
-
-    def __str__(self) -> str:
-        where = self.path + (f", field '{self.field}'" if self.field else "")
-        return f"{where}: {self.problem}"
-
-    def error(self, others: int) -> DataValidationError:
-        more = (
-            f" ({others} more problem(s) in this folder; `flsuite site check --domain medical --data DIR` lists all)"
-            if others
-            else ""
-        )
-        return DataValidationError(self.path, self.problem + more, self.fix, field=self.field)
 
 
 def cache_root() -> Path:
@@ -484,7 +461,7 @@ class DicomAdapter:
     def _decode(self, site_dir: Path, strict: bool) -> SiteData:
         scan = self._scan(site_dir)
         if strict and scan.problems:
-            raise scan.problems[0].error(len(scan.problems) - 1)
+            raise scan.problems[0].error(len(scan.problems) - 1, "medical")
         images, labels, kept = [], [], []
         for rel, label in scan.records:
             path = site_dir / rel
@@ -510,7 +487,7 @@ class DicomAdapter:
                         field="PixelData",
                     )
             if strict:
-                raise problem.error(0)
+                raise problem.error(0, "medical")
             scan.problems.append(problem)
         if not images:
             raise DataValidationError(

@@ -17,6 +17,7 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
+from flcore.compression import CompressedUpdates
 from flcore.config import RunConfig
 from flcore.exceptions import ConfigError, UnknownNameError
 from flcore.strategies.sizeweighted import FedAvgSizeWeighted
@@ -124,6 +125,10 @@ def build_strategy(cfg: RunConfig, num_sites: int, **flower_kwargs: Any) -> Stra
         If the strategy is not registered.
     ConfigError
         If the federation is too small for the strategy.
+
+    With ``update-compression`` other than ``none`` the strategy is wrapped in
+    :class:`flcore.compression.CompressedUpdates` (its partner, ``compression_mod``,
+    is in every ClientApp).
     """
     spec = get_spec(cfg.strategy)
     per_round = max(1, int(num_sites * cfg.fraction_train))
@@ -144,6 +149,9 @@ def build_strategy(cfg: RunConfig, num_sites: int, **flower_kwargs: Any) -> Stra
         **flower_kwargs,
     }
     try:
-        return spec.build(cfg, kwargs)
+        strategy = spec.build(cfg, kwargs)
     except ValueError as err:  # Flower's own parameter checks
         raise ConfigError(f"Strategy '{cfg.strategy}': {err}") from None
+    if cfg.update_compression != "none":
+        strategy = CompressedUpdates(strategy, cfg.update_compression, compress_broadcast=cfg.compress_broadcast)
+    return strategy
