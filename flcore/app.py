@@ -10,6 +10,7 @@ its site's data. Both are built by factories for the in-process simulation runne
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -145,8 +146,8 @@ def _folder_site_loader(context: Context, cfg: RunConfig, scenario: scenario_reg
         root = _data_root(scenario, str(context.run_config.get("data-dir", "")), cfg.seed)
         site_dir = list_site_dirs(root, scenario.adapter)[int(node["partition-id"])]
     # Modification times are in the key so that a long-lived SuperNode sees changed data,
-    # whether files were replaced (folder mtime) or rewritten in place (file mtimes).
-    stamp = max(p.stat().st_mtime_ns for p in (site_dir, *site_dir.iterdir()))
+    # whether files were replaced (folder mtimes) or rewritten in place (file mtimes), at any depth.
+    stamp = _tree_stamp(site_dir)
     key = (f"{site_dir}@{stamp}", cfg.seed, cfg.test_fraction, cfg.val_fraction, cfg.data_mode)
 
     def make() -> SiteSplit:
@@ -157,6 +158,14 @@ def _folder_site_loader(context: Context, cfg: RunConfig, scenario: scenario_reg
         return scenario.split(site, cfg)
 
     return _SITE_CACHE.get(key, make)
+
+
+def _tree_stamp(folder: Path) -> int:
+    """Latest modification time (ns) of the folder, its sub-folders and their files."""
+    latest = folder.stat().st_mtime_ns
+    for root, _, files in os.walk(folder):
+        latest = max(latest, Path(root).stat().st_mtime_ns, *(Path(root, f).stat().st_mtime_ns for f in files))
+    return latest
 
 
 def _data_root(scenario: scenario_registry.Scenario, data_dir: str, seed: int) -> Path:
@@ -221,8 +230,13 @@ def dropout_mod(msg: Message, context: Context, call_next: ClientAppCallable) ->
 
 
 def dropout_draw(seed: int, server_round: int, node: str) -> float:
-    """A uniform number in [0, 1) fixed by seed, round and node."""
-    return zlib.crc32(f"dropout/{seed}/{server_round}/{node}".encode()) / 2**32
+    """A uniform number in [0, 1) fixed by seed, round and node, independent across rounds and nodes.
+
+    A cryptographic hash, not CRC32: CRC is linear, so the sets of nodes it drops in
+    different rounds would overlap far more (or less) than independent draws do.
+    """
+    digest = hashlib.blake2b(f"dropout/{seed}/{server_round}/{node}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 def make_client_app(

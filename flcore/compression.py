@@ -24,8 +24,11 @@ Codecs
 ``"float16"``
     Half precision: half the bytes, relative error at most 2^-11 per value.
 ``"int8"``
-    Block-wise affine 8-bit quantisation (:func:`quantize_int8`): about a quarter
-    of the bytes; per value the error is at most half its block's step.
+    Block-wise affine 8-bit quantisation (:func:`quantize_int8`) of every matrix
+    (2-D or more), in blocks that never straddle two tensors: about a quarter of
+    the bytes; per value the error is at most half its block's step. Vectors
+    (biases, normalisation statistics) are few bytes and sensitive: they travel in
+    float16.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ UPDATE_CODEC = "update-codec"
 UPDATE_BLOCK = "update-block"
 
 # Array names inside the packed ArrayRecord.
-Q_ARRAY, LO_ARRAY, SCALE_ARRAY, VALUES_ARRAY = "q", "lo", "scale", "values"
+Q_ARRAY, LO_ARRAY, SCALE_ARRAY, VALUES_ARRAY, SIDE_ARRAY = "q", "lo", "scale", "values", "side"
 RAW_PREFIX = "raw/"  # non-floating arrays travel as RAW_PREFIX + their own name
 
 # Keys in the layout ConfigRecord.
@@ -361,8 +364,27 @@ def encode(
 
     packed = ArrayRecord()
     if codec == "int8":
-        q, lo, scale = quantize_int8(vector, block)
-        packed[Q_ARRAY], packed[LO_ARRAY], packed[SCALE_ARRAY] = Array(q), Array(lo), Array(scale)
+        # Matrices (and larger) in 8 bits, in blocks that never straddle two tensors, so a
+        # tensor's step follows its own range. Vectors (biases, normalisation statistics)
+        # are few bytes and sensitive: they travel in float16 (float32 beyond its range).
+        qs, los, scales, side = [], [], [], []
+        for value, flat in zip(float_arrays.values(), parts, strict=True):
+            if value.ndim >= 2:
+                q, lo, scale = quantize_int8(flat, block)
+                qs.append(q)
+                los.append(lo)
+                scales.append(scale)
+            else:
+                side.append(flat)
+        packed[Q_ARRAY] = Array(np.concatenate(qs) if qs else np.zeros(0, np.uint8))
+        packed[LO_ARRAY] = Array(np.concatenate(los) if los else np.zeros(0, np.float32))
+        packed[SCALE_ARRAY] = Array(np.concatenate(scales) if scales else np.zeros(0, np.float32))
+        side_vector = np.concatenate(side) if side else np.zeros(0, np.float32)
+        _check_finite(side_vector, "encode")
+        try:
+            packed[SIDE_ARRAY] = Array(to_float16(side_vector))
+        except ValueError:
+            packed[SIDE_ARRAY] = Array(side_vector.astype(np.float32))
     elif codec == "float16":
         packed[VALUES_ARRAY] = Array(to_float16(vector))
     else:
@@ -415,6 +437,31 @@ def _packed_array(packed: ArrayRecord, name: str, dtype: str, size: int, codec: 
             f"{value.shape}. The packed arrays and the layout do not belong together (truncated or altered?)."
         )
     return value
+
+
+def _dequantize_tensors(
+    packed: ArrayRecord, dtypes: list[str], shapes: list[tuple[int, ...]], count: int, block: int
+) -> np.ndarray:
+    """The int8 codec's vector: per-tensor blocks for matrices, the side array for vectors."""
+    floats = [(int(np.prod(s)), len(s)) for d, s in zip(dtypes, shapes, strict=True) if _is_float(d)]
+    n_q = sum(n for n, nd in floats if nd >= 2)
+    n_blocks = sum(-(-n // block) for n, nd in floats if nd >= 2)
+    q = _packed_array(packed, Q_ARRAY, "uint8", n_q, "int8")
+    lo = _packed_array(packed, LO_ARRAY, "float32", n_blocks, "int8")
+    scale = _packed_array(packed, SCALE_ARRAY, "float32", n_blocks, "int8")
+    stored = packed.get(SIDE_ARRAY)
+    side_dtype = str(stored.dtype) if stored is not None and str(stored.dtype) in ("float16", "float32") else "float16"
+    side = _packed_array(packed, SIDE_ARRAY, side_dtype, count - n_q, "int8").astype(np.float32)
+    out, qi, bi, si = [], 0, 0, 0
+    for n, nd in floats:
+        if nd >= 2:
+            nb = -(-n // block)
+            out.append(dequantize_int8(q[qi : qi + n], lo[bi : bi + nb], scale[bi : bi + nb], n, block))
+            qi, bi = qi + n, bi + nb
+        else:
+            out.append(side[si : si + n])
+            si += n
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 def decode(packed: ArrayRecord, layout: ConfigRecord, reference: ArrayRecord | None = None) -> ArrayRecord:
@@ -473,11 +520,7 @@ def decode(packed: ArrayRecord, layout: ConfigRecord, reference: ArrayRecord | N
         _check_reference(reference, float_shapes, "decode")
 
     if codec == "int8":
-        nblocks = -(-count // block)
-        q = _packed_array(packed, Q_ARRAY, "uint8", count, codec)
-        lo = _packed_array(packed, LO_ARRAY, "float32", nblocks, codec)
-        scale = _packed_array(packed, SCALE_ARRAY, "float32", nblocks, codec)
-        vector = dequantize_int8(q, lo, scale, count, block)
+        vector = _dequantize_tensors(packed, dtypes, shapes, count, block)
     else:
         stored = packed.get(VALUES_ARRAY)
         dtype = "float16" if codec == "float16" or stored is None else str(stored.dtype)

@@ -73,7 +73,8 @@ class Problem:
     def error(self, others: int, domain: str) -> DataValidationError:
         """The error strict mode raises, counting the ``others`` problems found in the same folder."""
         more = (
-            f" ({others} more problem(s) in this folder; `flsuite site check --domain {domain} --data DIR` lists all)"
+            f" ({others} more problem(s) in this folder; `flsuite site check --domain {domain} --data DIR --lenient` "
+            "lists all)"
             if others
             else ""
         )

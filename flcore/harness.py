@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,7 +26,7 @@ from flcore import metrics
 from flcore.config import RunConfig, to_dict
 from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs
 from flcore.exceptions import ConfigError, DataValidationError
-from flcore.governance import check_deidentified, check_min_cohort
+from flcore.governance import GovernanceError, check_deidentified, check_min_cohort
 from flcore.monitor import RoundRecord
 from flcore.partition import repartition
 from flcore.resources import PeakMemory
@@ -43,10 +43,15 @@ class PreparedData:
 
     source: str
     splits: list[SiteSplit]
+    left_out: list[dict[str, str]] = field(default_factory=list)
 
 
 def load_sites(
-    scenario: Scenario, data_dir: Path, strict: bool = True, progress: Progress | None = None
+    scenario: Scenario,
+    data_dir: Path,
+    strict: bool = True,
+    progress: Progress | None = None,
+    left_out: list[dict[str, str]] | None = None,
 ) -> list[SiteData]:
     """Read and validate every site folder of ``data_dir`` through the scenario's adapter.
 
@@ -56,18 +61,23 @@ def load_sites(
     (``leave_out_unusable``, fleets) leave out a site whose data cannot be used at all.
     """
     sites = []
-    left_out = []
+    dropped: list[dict[str, str]] = []
     for d in list_site_dirs(data_dir, scenario.adapter):
         try:
-            sites.append(scenario.adapter.read(d, strict=strict))
-        except DataValidationError as err:
+            site = scenario.adapter.read(d, strict=strict)
+            if scenario.leave_out_unusable and not strict:
+                check_min_cohort([site], scenario.policy, scenario.site_noun)
+            sites.append(site)
+        except (DataValidationError, GovernanceError) as err:
             if strict or not scenario.leave_out_unusable:
                 raise
-            left_out.append(f"{d.name}: {err}")
-    for line in left_out[:5]:
-        (progress or print)(f"  left out {scenario.site_noun} {line}")
-    if len(left_out) > 5:
-        (progress or print)(f"  ... and {len(left_out) - 5} more {scenario.site_noun}(s) left out")
+            dropped.append({"name": d.name, "reason": str(err)})
+    for item in dropped[:5]:
+        (progress or print)(f"  left out {scenario.site_noun} {item['name']}: {item['reason']}")
+    if len(dropped) > 5:
+        (progress or print)(f"  ... and {len(dropped) - 5} more {scenario.site_noun}(s) left out")
+    if left_out is not None:
+        left_out.extend(dropped)
     for site in sites:
         check_deidentified(site, scenario.policy, scenario.site_noun)
     if len(sites) < 2:
@@ -122,18 +132,19 @@ def prepare_data(
     scenario: Scenario, cfg: RunConfig, data_dir: Path | None, progress: Progress, params: Any = None
 ) -> PreparedData:
     """Load (or generate) the sites, form them per ``cfg.partition`` and split train/test."""
+    left_out: list[dict[str, str]] = []
     if data_dir is None:
         tmp = Path(tempfile.mkdtemp(prefix=f"flsuite-{scenario.name}-"))
         try:
             progress(f"generating synthetic {scenario.site_noun}s (seed {cfg.seed}) ...")
             scenario.make_data(tmp, cfg.seed, **scenario.generation_kwargs(params or scenario.params))
-            sites = load_sites(scenario, tmp, strict=cfg.data_mode == "strict", progress=progress)
+            sites = load_sites(scenario, tmp, strict=cfg.data_mode == "strict", progress=progress, left_out=left_out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         source = "synthetic"
     else:
         progress(f"reading {data_dir} ...")
-        sites = load_sites(scenario, data_dir, strict=cfg.data_mode == "strict", progress=progress)
+        sites = load_sites(scenario, data_dir, strict=cfg.data_mode == "strict", progress=progress, left_out=left_out)
         source = str(data_dir)
     for site in sites:
         skipped = {k: v for k, v in dict(site.info.get("skipped", {})).items() if v}  # type: ignore[call-overload]
@@ -153,7 +164,7 @@ def prepare_data(
         sites = repartition(sites, cfg.partition, cfg.num_sites, cfg.partition_alpha, cfg.seed)
         check_min_cohort(sites, scenario.policy, scenario.site_noun)
     splits = [scenario.split(s, cfg) for s in sites]
-    return PreparedData(source, splits)
+    return PreparedData(source, splits, left_out)
 
 
 def score_arm(
@@ -177,16 +188,19 @@ def score_arm(
     per_site: dict[str, dict[str, Any]] = {
         s.name: task.score(s.test.y, test_scores[s.name], thresholds[s.name]) for s in splits
     }
-    # Pooled decisions: one shared threshold, or each site's own applied to its examples.
-    union_threshold: float | np.ndarray | None = None
-    if splits and all(t is not None for t in thresholds.values()):
-        union_threshold = (
-            thresholds[splits[0].name]
-            if pooled
-            else np.concatenate([np.full(len(s.test), thresholds[s.name], dtype=float) for s in splits])
-        )
-    union_y = np.concatenate([s.test.y for s in splits])
-    union = task.score(union_y, np.concatenate([test_scores[s.name] for s in splits]), union_threshold)
+    if task.threshold_scope == "site":
+        union = _calibrated_union(task, splits, test_scores, thresholds)
+    else:
+        # Pooled decisions: one shared threshold, or each site's own applied to its examples.
+        union_threshold: float | np.ndarray | None = None
+        if splits and all(t is not None for t in thresholds.values()):
+            union_threshold = (
+                thresholds[splits[0].name]
+                if pooled
+                else np.concatenate([np.full(len(s.test), thresholds[s.name], dtype=float) for s in splits])
+            )
+        union_y = np.concatenate([s.test.y for s in splits])
+        union = task.score(union_y, np.concatenate([test_scores[s.name] for s in splits]), union_threshold)
     names = [k for k, v in union.items() if k not in ("n", "n_positive")]
     mean = {k: metrics.nanmean([per_site[s].get(k) for s in per_site]) for k in names}
     defined = {s: m[primary] for s, m in per_site.items() if m.get(primary) is not None}
@@ -197,6 +211,32 @@ def score_arm(
         "mean_over_sites": mean,
         "worst_site": {"site": worst, "value": defined.get(worst) if worst else None},
     }
+
+
+def _calibrated_union(
+    task: Task, splits: list[SiteSplit], scores: dict[str, np.ndarray], thresholds: dict[str, float | None]
+) -> dict[str, Any]:
+    """Fleet-wide metrics when every site calibrates its own threshold (anomaly detection).
+
+    Raw scores of different sites are not comparable (each machine has its own normal
+    level), so each site's scores are divided by its threshold: 1.0 is every site's
+    alarm level, and a fleet ranks windows by how far past their own alarm level they
+    are. Sites without a threshold (no validation data) are left out of the union and
+    counted in ``sites_without_threshold``.
+    """
+    calibrated = [s for s in splits if thresholds[s.name] is not None]
+    if not calibrated:
+        out = task.score(np.concatenate([s.test.y for s in splits]), np.concatenate([scores[s.name] for s in splits]))
+        out["sites_without_threshold"] = len(splits)
+        return out
+    ts = {s.name: float(thresholds[s.name]) for s in calibrated}  # type: ignore[arg-type]
+    ratio = all(t > 0 for t in ts.values())  # positive scores (errors): ratio; otherwise margin
+    y = np.concatenate([s.test.y for s in calibrated])
+    z = np.concatenate([scores[s.name] / ts[s.name] if ratio else scores[s.name] - ts[s.name] for s in calibrated])
+    out = task.score(y, z, 1.0 if ratio else 0.0)
+    out["sites_without_threshold"] = len(splits) - len(calibrated)
+    out["threshold"] = None  # each site has its own; their values are in per_site
+    return out
 
 
 def _thresholds(
@@ -378,7 +418,11 @@ def _run_arms(
         "params": to_dict(params),
         "primary_metric": primary,
         "environment": environment(),
-        "data": {"source": prepared.source, "sites": [_site_info(s) for s in splits]},
+        "data": {
+            "source": prepared.source,
+            "sites": [_site_info(s) for s in splits],
+            "left_out": prepared.left_out,
+        },
         "arms": {"federated": federated, "centralised": centralised, "local_only": local_only},
         "comparison": compare(federated, centralised, local_only, primary),
     }

@@ -108,6 +108,9 @@ def test_shared_model_still_gets_one_threshold_per_device() -> None:
     assert arm["per_site"]["a"][keys.THRESHOLD] == 1.0 and arm["per_site"]["b"][keys.THRESHOLD] == 2.0
     assert arm["per_site"]["b"][keys.SPECIFICITY] == 0.0  # its normal window sits at its own threshold (>=)
     assert arm["union"][keys.SENSITIVITY] == 1.0
+    # Fleet-wide ranking uses each device's scores over its own threshold: b's normal window (2.0,
+    # ratio 1.0) no longer outranks a's fault (2.0, ratio 2.0); on raw scores the AUC would be 0.875.
+    assert arm["union"][keys.ROC_AUC] == 1.0 and arm["union"]["sites_without_threshold"] == 0
 
 
 def test_scenario_task_uses_recommended_params() -> None:

@@ -145,7 +145,11 @@ def _tolerance(codec: str, packed: ArrayRecord, x: np.ndarray) -> np.ndarray | f
         return np.spacing(np.abs(x).astype(np.float32))
     if codec == "float16":
         return np.abs(x) * 2.0**-11 + 2.0**-24
-    return float(packed["scale"].numpy().max()) / 2 + np.spacing(np.abs(x).astype(np.float32))
+    # Matrices in 8-bit blocks, vectors (biases, buffers) in float16.
+    return np.maximum(
+        float(packed["scale"].numpy().max()) / 2 + np.spacing(np.abs(x).astype(np.float32)),
+        np.abs(x) * 2.0**-11 + 2.0**-24,
+    )
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -155,7 +159,7 @@ def test_encode_decode_preserves_keys_dtypes_shapes(codec: str, with_reference: 
     model = _model(seed=0)
     packed, layout = encode(model, codec, reference=reference)
     # Packed: one coded vector (three arrays for int8) plus the int64 buffer, under a prefix.
-    coded = {"int8": ["q", "lo", "scale"], "float16": ["values"], "none": ["values"]}[codec]
+    coded = {"int8": ["q", "lo", "scale", "side"], "float16": ["values"], "none": ["values"]}[codec]
     assert list(packed.keys()) == [*coded, "raw/bn.num_batches_tracked"]
     assert layout["delta"] is with_reference and layout["codec"] == codec
     # Survives the wire (protobuf) unchanged.
@@ -188,6 +192,23 @@ def test_delta_is_what_is_coded() -> None:
         np.testing.assert_allclose(out[key].numpy(), original, atol=1e-6)
 
 
+def test_int8_blocks_follow_each_tensor_and_vectors_stay_precise() -> None:
+    # A normalisation buffer (std of features, 0.05..3) next to a weight matrix of range +-50:
+    # one shared block would give the buffer a step of 0.4; per-tensor blocks and float16 keep it.
+    rng = np.random.default_rng(5)
+    std = rng.uniform(0.05, 3.0, size=75).astype(np.float32)
+    weight = rng.uniform(-50, 50, size=(100, 3)).astype(np.float32)
+    small = rng.uniform(-0.01, 0.01, size=(40, 10)).astype(np.float32)
+    model = ArrayRecord({"std": Array(std), "weight": Array(weight), "small": Array(small)})
+    out = decode(*encode(model, "int8"))
+    np.testing.assert_allclose(out["std"].numpy(), std, rtol=2.0**-11)
+    assert np.abs(out["weight"].numpy() - weight).max() <= 100 / 255 / 2 + 1e-5
+    assert np.abs(out["small"].numpy() - small).max() <= 0.02 / 255 / 2 + 1e-8  # its own step, not the weight's
+    packed, _ = encode(model, "int8")
+    assert packed["q"].numpy().size == 300 + 400 and packed["side"].numpy().dtype == np.float16
+    assert packed["lo"].numpy().size == 2 + 2  # ceil(300/256) + ceil(400/256): no block spans two tensors
+
+
 def test_decode_reference_mismatch_names_the_key() -> None:
     model = _model()
     packed, layout = encode(model, "int8", reference=model)
@@ -209,7 +230,7 @@ def test_decode_reference_mismatch_names_the_key() -> None:
 def test_decode_rejects_inconsistent_packing() -> None:
     packed, layout = encode(_model(), "int8")
     short = ArrayRecord({**dict(packed.items()), "q": Array(packed["q"].numpy()[:-1])})
-    with pytest.raises(ValueError, match="packed array 'q' should be 1-D uint8 of length 191"):
+    with pytest.raises(ValueError, match="packed array 'q' should be 1-D uint8 of length 180"):
         decode(short, layout)
     no_raw = ArrayRecord({k: v for k, v in packed.items() if not k.startswith("raw/")})
     with pytest.raises(ValueError, match=r"non-floating array 'bn\.num_batches_tracked'"):

@@ -70,6 +70,15 @@ def test_queries_are_never_dropped() -> None:
     assert not any(dropout_mod(msg, context(n), answer).has_error() for n in range(50))
 
 
+def test_rounds_drop_independent_sets_of_devices() -> None:
+    # Independent draws at p = 0.2 over 1000 devices: two rounds share about p^2 x 1000 = 40
+    # dropped devices (sd ~6); a linear hash such as CRC32 gives 0 or far more for some pairs.
+    dropped = [{n for n in range(1000) if dropout_draw(0, r, str(n)) < 0.2} for r in range(1, 9)]
+    for i in range(len(dropped)):
+        for j in range(i + 1, len(dropped)):
+            assert 15 <= len(dropped[i] & dropped[j]) <= 70, (i + 1, j + 1, len(dropped[i] & dropped[j]))
+
+
 def test_draw_is_uniform() -> None:
     draws = np.array([dropout_draw(0, 1, str(n)) for n in range(5000)])
     assert 0.0 <= draws.min() and draws.max() < 1.0

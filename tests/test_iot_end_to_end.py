@@ -45,6 +45,7 @@ def test_data_make_writes_the_requested_fleet(fleet: Path) -> None:
 
 def test_results_are_valid_and_scored_on_labelled_windows_only(results: dict) -> None:
     validate_results(results)
+    assert results["data"]["left_out"] == []
     assert results["domain"] == "iot" and results["primary_metric"] == "roc_auc"
     sites = {s["name"]: s for s in results["data"]["sites"]}
     assert len(sites) == DEVICES
@@ -111,12 +112,23 @@ def test_lenient_mode_leaves_out_an_unusable_device(fleet: Path, tmp_path: Path)
 
     data = tmp_path / "fleet"
     shutil.copytree(fleet, data)
-    broken = sorted(p for p in data.iterdir() if p.is_dir())[0]
+    devices = sorted(p for p in data.iterdir() if p.is_dir())
+    broken, tiny = devices[0], devices[1]
     (broken / "device.json").write_text(json.dumps({"sampling_rate_hz": 0}))
+    for f in (tiny / "recordings").iterdir():  # one second of service data left: 7 windows, below 8
+        if f.name != "rec-0000.npy":
+            f.unlink()
+    (tiny / "labels.csv").write_text("file,label\n")
     said: list[str] = []
-    sites = load_sites(SCENARIO, data, strict=False, progress=said.append)
-    assert len(sites) == DEVICES - 1 and broken.name not in {s.name for s in sites}
-    assert any(broken.name in line and "no usable unlabelled recording" in line for line in said)
+    left_out: list[dict[str, str]] = []
+    sites = load_sites(SCENARIO, data, strict=False, progress=said.append, left_out=left_out)
+    assert len(sites) == DEVICES - 2 and not {broken.name, tiny.name} & {s.name for s in sites}
+    reasons = {item["name"]: item["reason"] for item in left_out}
+    assert "no usable unlabelled recording" in reasons[broken.name] and "bad rate" in reasons[broken.name]
+    assert "min-cohort" in reasons[tiny.name] and "7 records" in reasons[tiny.name]
+    assert any(broken.name in line for line in said)
+    with pytest.raises(Exception, match="sampling rate must be a positive number"):
+        load_sites(SCENARIO, data, strict=True)
 
 
 def test_devices_option_is_refused_for_fixed_scenarios(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

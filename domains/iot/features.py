@@ -11,8 +11,8 @@ devices sampling at different rates produce comparable features:
   strikes that ring the resonance show as peaks at the defect frequency and its
   harmonics. Amplitudes are divided by the mean envelope (a modulation depth), so
   sensor gain cancels, then taken as log10.
-* **Condition indicators**: log10 RMS of the raw signal, kurtosis and crest factor
-  of the band-passed signal (impulsive faults raise both).
+* **Condition indicators**: log10 RMS between ``min_hz`` and ``max_hz``, kurtosis
+  and crest factor of the band-passed signal (impulsive faults raise both).
 """
 
 from __future__ import annotations
@@ -126,12 +126,13 @@ class SpectralFeatures:
         env_edges = np.linspace(0.0, self.envelope_max_hz, self.envelope_bins + 1)
         env_amp = np.sqrt(_band_sums(env_power, freqs, env_edges)) * 2.0 / hann.sum()
         env_feat = np.log10(env_amp / (env_mean + _EPS) + 1e-4)
-        # Condition indicators.
-        rms = np.sqrt(np.mean(np.square(frames - frames.mean(axis=1, keepdims=True)), axis=1))
+        # Condition indicators. RMS over the spectrum bands only (Parseval), so that noise
+        # above max_hz, which a higher sampling rate would add, does not count.
+        mean_square = 2.0 * spec.sum(axis=1) / (w * np.square(hann).sum())
         band_rms = np.sqrt(np.mean(np.square(band_frames), axis=1)) + _EPS
         kurt = stats.kurtosis(band_frames, axis=1, fisher=True)
-        crest = np.abs(band_frames).max(axis=1) / band_rms
-        indicators = np.stack([np.log10(rms + _EPS), kurt, crest], axis=1)
+        crest = env_frames.max(axis=1) / band_rms  # the envelope peak: no sampling-rate bias
+        indicators = np.stack([0.5 * np.log10(mean_square + _EPS), kurt, crest], axis=1)
         return np.concatenate([spec_feat, env_feat, indicators], axis=1).astype(np.float32)
 
 

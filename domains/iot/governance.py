@@ -5,8 +5,9 @@ from __future__ import annotations
 from flcore.governance import GovernancePolicy
 
 #: Vibration telemetry carries no personal data: no consent or de-identification
-#: rule applies. A device takes part with at least 8 windows (two seconds of
-#: recordings), enough to hold out validation windows for its threshold.
+#: rule applies. A device takes part with at least 8 windows (about two seconds of
+#: recordings, labelled ones included); in lenient mode a smaller device is left out
+#: of the run and listed in results.json instead of stopping it.
 DEFAULT_POLICY = GovernancePolicy(
     min_cohort=8,
     min_positives=0,

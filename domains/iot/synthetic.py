@@ -207,12 +207,15 @@ def simulate(
             * rng.uniform(0.9, 1.1)
             * np.sin(2 * np.pi * k * fr * t + rng.uniform(0, 2 * np.pi))
         )
-    # Broadband forcing rings the housing's resonance.
+    # Broadband forcing rings the housing's resonance. Noise levels are densities (per Hz):
+    # white noise per sample scales with sqrt(fs), so the spectrum does not depend on the sampling rate.
+    density = math.sqrt(fs / SAMPLING_RATES[0])
     b, a = signal.iirpeak(machine.resonance_hz, Q=1 / (2 * machine.damping), fs=fs)
-    x += 0.06 * load**1.5 * signal.lfilter(b, a, rng.normal(0.0, 1.0, n)) / math.sqrt(machine.damping / 0.05)
+    forcing = rng.normal(0.0, density, n)
+    x += 0.06 * load**1.5 * signal.lfilter(b, a, forcing) / math.sqrt(machine.damping / 0.05)
     if faulty and machine.fault is not None:
         x += _strikes(machine, fr, rng, n, fs) * machine.severity * 0.35
-    x += rng.normal(0.0, machine.noise, n)  # sensor noise
+    x += rng.normal(0.0, machine.noise * density, n)  # sensor noise
     return (machine.gain * x).astype(np.float32)
 
 

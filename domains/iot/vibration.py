@@ -49,6 +49,7 @@ _LABEL_VALUES = {"normal": 0, "0": 0, "fault": 1, "1": 1}
 #: Problem kinds, as counted in ``SiteData.info["skipped"]`` in lenient mode.
 KINDS = (
     "unreadable",
+    "units",
     "no_signal",
     "bad_rate",
     "too_short",
@@ -143,7 +144,7 @@ class VibrationAdapter:
         if not path.is_file():
             return {}
         try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
+            meta = json.loads(path.read_text(encoding="utf-8-sig"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise DataValidationError(
                 path,
@@ -158,15 +159,20 @@ class VibrationAdapter:
             )
         return meta
 
-    def _labels(self, device_dir: Path, collected: _Collected) -> dict[str, int]:
-        """``labels.csv`` as relative path -> 0/1; bad rows become problems."""
+    def _labels(self, device_dir: Path, collected: _Collected) -> tuple[dict[str, int], set[str]]:
+        """``labels.csv`` as relative path -> 0/1, and every recording it names; bad rows become problems.
+
+        A recording named by a row that cannot be used (bad label, conflicting
+        duplicate) is held out of the data altogether: taking it as unlabelled
+        service data would train the model on what may be a fault.
+        """
         path = device_dir / LABELS
         if not path.is_file():
-            return {}
+            return {}, set()
         try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
         except pd.errors.EmptyDataError:
-            return {}
+            return {}, set()
         except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
             raise DataValidationError(
                 path,
@@ -182,54 +188,48 @@ class VibrationAdapter:
                     "Write columns file (recording path relative to the device folder) and label (normal or fault).",
                     field=column,
                 )
-        labels: dict[str, int] = {}
+        values: dict[str, list[int | None]] = {}
         for row, (file, label) in enumerate(zip(frame["file"].str.strip(), frame["label"].str.strip(), strict=True)):
             where = f"{path} (row {row + 2})"
-            rel = Path(file).as_posix()
+            rel = Path(file.replace("\\", "/")).as_posix()
             value = _LABEL_VALUES.get(label.lower())
-            if value is None:
-                collected.problems.append(
-                    Problem(
-                        where,
-                        "invalid",
-                        f"the label must be 'normal' or 'fault' (or 0/1), found {label!r}.",
-                        "Correct the label or remove the row.",
-                        field="label",
-                    )
+            problem: tuple[str, str, str, str] | None = None
+            if not file or Path(rel).is_absolute() or ".." in Path(rel).parts:
+                problem = (
+                    "missing_file",
+                    f"the file must be a path inside the device folder, found {file!r}.",
+                    "Give the recording's path relative to the device folder.",
+                    "file",
                 )
-            elif not file or Path(file).is_absolute() or ".." in Path(file).parts:
-                collected.problems.append(
-                    Problem(
-                        where,
-                        "missing_file",
-                        f"the file must be a path inside the device folder, found {file!r}.",
-                        "Give the recording's path relative to the device folder.",
-                        field="file",
-                    )
+            elif not (device_dir / rel).is_file():
+                problem = (
+                    "missing_file",
+                    f"it names {rel!r}, which does not exist in the device folder.",
+                    "Fix the path or remove the row.",
+                    "file",
                 )
-            elif rel in labels:
-                collected.problems.append(
-                    Problem(
-                        where,
+            else:
+                if rel in values:
+                    problem = (
                         "duplicate",
                         f"recording {rel!r} is labelled more than once.",
                         "Keep one row per recording.",
-                        field="file",
+                        "file",
                     )
-                )
-            elif not (device_dir / rel).is_file():
-                collected.problems.append(
-                    Problem(
-                        where,
-                        "missing_file",
-                        f"it names {rel!r}, which does not exist in the device folder.",
-                        "Fix the path or remove the row.",
-                        field="file",
+                elif value is None:
+                    problem = (
+                        "invalid",
+                        f"the label must be 'normal' or 'fault' (or 0/1), found {label!r}.",
+                        "Correct the label or remove the row.",
+                        "label",
                     )
-                )
-            else:
-                labels[rel] = value
-        return labels
+                values.setdefault(rel, []).append(value)
+            if problem is not None:
+                kind, text, fix, field_name = problem
+                collected.problems.append(Problem(where, kind, text, fix, field=field_name))
+        # A recording is labelled only when every row naming it gives the same valid label.
+        labels = {rel: v[0] for rel, v in values.items() if v[0] is not None and len(set(v)) == 1}
+        return labels, set(values)
 
     # -- one recording ---------------------------------------------------------------------
 
@@ -245,33 +245,17 @@ class VibrationAdapter:
                     return Problem(
                         str(path),
                         "no_signal",
-                        f"expected a 1-D array of samples, found an array of shape {raw.shape} and dtype {raw.dtype}.",
+                        f"expected a 1-D numeric array of samples, found an array of shape {raw.shape} and dtype "
+                        f"{raw.dtype}.",
                         "Save one accelerometer axis per file as a 1-D numeric array (np.save).",
                     )
             else:
                 frame = pd.read_csv(path, low_memory=False) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
                 frame.columns = [str(c).strip().lower() for c in frame.columns]
-                if SIGNAL_COLUMN not in frame.columns:
-                    return Problem(
-                        str(path),
-                        "no_signal",
-                        f"there is no '{SIGNAL_COLUMN}' column (columns found: "
-                        f"{', '.join(list(frame.columns)[:8]) or 'none'}).",
-                        f"Name the acceleration column '{SIGNAL_COLUMN}' (one axis, in g).",
-                        field=SIGNAL_COLUMN,
-                    )
-                values = pd.to_numeric(frame[SIGNAL_COLUMN], errors="coerce")
-                text = values.isna() & frame[SIGNAL_COLUMN].notna()
-                if text.any():
-                    row = int(np.flatnonzero(text.to_numpy())[0])
-                    return Problem(
-                        str(path),
-                        "no_signal",
-                        f"column '{SIGNAL_COLUMN}' must be numeric but row {row + 1} is not a number.",
-                        "Export the samples as numbers.",
-                        field=SIGNAL_COLUMN,
-                    )
-                samples = values.to_numpy(dtype=np.float64)
+                found = self._signal_column(frame, path)
+                if isinstance(found, Problem):
+                    return found
+                samples = found
                 for key in (RATE_KEY, MACHINE_KEY):
                     if key in frame.columns:
                         column = frame[key].dropna().unique()
@@ -288,7 +272,14 @@ class VibrationAdapter:
                                 rate = column[0]
                             else:
                                 machine = str(column[0])
-        except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        except (
+            OSError,
+            ValueError,
+            TypeError,
+            pd.errors.ParserError,
+            pd.errors.EmptyDataError,
+            UnicodeDecodeError,
+        ) as err:
             return Problem(
                 str(path),
                 "unreadable",
@@ -298,11 +289,11 @@ class VibrationAdapter:
         fs = _rate(rate)
         if fs is None:
             source = f"{METADATA} or a '{RATE_KEY}' column"
-            found = "nothing" if rate is None else repr(rate)
+            shown = "nothing" if rate is None else (repr(rate) if isinstance(rate, str) else str(rate))
             return Problem(
                 str(path),
                 "bad_rate",
-                f"the sampling rate must be a positive number of Hz; {source} gives {found}.",
+                f"the sampling rate must be a positive number of Hz; {source} gives {shown}.",
                 f'Add "{RATE_KEY}": <Hz> to {device_dir / METADATA}.',
                 field=RATE_KEY,
             )
@@ -316,7 +307,55 @@ class VibrationAdapter:
                 "Record at a higher rate (12.8 kHz or more is usual for bearing monitoring).",
                 field=RATE_KEY,
             )
-        return Recording(rel, samples, fs, machine)
+        scaled = _to_g(samples, meta, path, device_dir)
+        if isinstance(scaled, Problem):
+            return scaled
+        return Recording(rel, scaled, fs, machine)
+
+    @staticmethod
+    def _signal_column(frame: pd.DataFrame, path: Path) -> np.ndarray | Problem:
+        """The ``accel`` column of a table as numbers, or why it cannot be used."""
+        names = list(frame.columns)
+        if names.count(SIGNAL_COLUMN) > 1:
+            return Problem(
+                str(path),
+                "no_signal",
+                f"column '{SIGNAL_COLUMN}' appears {names.count(SIGNAL_COLUMN)} times (names are compared without "
+                "case and spaces).",
+                "Keep one acceleration column per file (one axis per file).",
+                field=SIGNAL_COLUMN,
+            )
+        if SIGNAL_COLUMN not in names:
+            return Problem(
+                str(path),
+                "no_signal",
+                f"there is no '{SIGNAL_COLUMN}' column (columns found: {', '.join(names[:8]) or 'none'}).",
+                f"Name the acceleration column '{SIGNAL_COLUMN}' (one axis, in g).",
+                field=SIGNAL_COLUMN,
+            )
+        column = frame[SIGNAL_COLUMN]
+        if column.dtype.kind in "bmM":
+            return Problem(
+                str(path),
+                "no_signal",
+                f"column '{SIGNAL_COLUMN}' must hold numbers, found {column.dtype} values.",
+                "Export the acceleration samples as numbers.",
+                field=SIGNAL_COLUMN,
+            )
+        values = pd.to_numeric(column, errors="coerce")
+        text = values.isna() & column.notna()
+        if text.any():
+            row = int(np.flatnonzero(text.to_numpy())[0])
+            return Problem(
+                str(path),
+                "no_signal",
+                f"column '{SIGNAL_COLUMN}' must be numeric but row {row + 1} is not a number.",
+                "Export the samples as numbers.",
+                field=SIGNAL_COLUMN,
+            )
+        if values.dtype.kind in "iu":  # integers: raw converter counts, scaled by _to_g
+            return values.to_numpy()
+        return values.to_numpy(dtype=np.float64)
 
     def _check_signal(self, rec: Recording, path: Path) -> Problem | None:
         """Length, finiteness, flat-lining and clipping of one recording."""
@@ -383,20 +422,34 @@ class VibrationAdapter:
             raise DataValidationError(device_dir, "the device folder does not exist.", "Pass an existing folder.")
         meta = self._metadata(device_dir)
         collected = _Collected()
-        labels = self._labels(device_dir, collected)
-        recordings: list[tuple[Recording, Path]] = []
+        labels, named = self._labels(device_dir, collected)
+        recordings: list[tuple[Recording, Path, np.ndarray]] = []
         for path in recording_files(device_dir):
             rel = path.relative_to(device_dir).as_posix()
+            if rel in named and rel not in labels:
+                continue  # its label row is unusable (counted above): neither evaluation nor training data
             loaded = self._load(path, rel, meta, device_dir)
             if isinstance(loaded, Recording):
                 loaded = self._check_signal(loaded, path) or loaded
+            if isinstance(loaded, Recording):
+                with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
+                    windows = self.features.extract(loaded.samples, loaded.rate)
+                if not np.isfinite(windows).all():
+                    loaded = Problem(
+                        str(path),
+                        "non_finite",
+                        f"its spectral features are not finite: the samples reach {np.abs(loaded.samples).max():.3g}"
+                        " g, beyond any accelerometer's range.",
+                        "Check the export's units and scaling.",
+                        field=SIGNAL_COLUMN,
+                    )
             if isinstance(loaded, Problem):
                 collected.problems.append(loaded)
             else:
-                recordings.append((loaded, path))
-        machines = sorted({r.machine_id for r, _ in recordings})
+                recordings.append((loaded, path, windows))
+        machines = sorted({r.machine_id for r, _, _ in recordings})
         if len(machines) > 1:
-            first = next(p for r, p in recordings if r.machine_id == machines[1])
+            first = next(p for r, p, _ in recordings if r.machine_id == machines[1])
             collected.problems.append(
                 Problem(
                     str(first),
@@ -409,21 +462,23 @@ class VibrationAdapter:
         if strict and collected.problems:
             raise collected.problems[0].error(len(collected.problems) - 1, "iot")
         if len(machines) > 1:  # lenient: keep the first machine's recordings
-            recordings = [(r, p) for r, p in recordings if r.machine_id == machines[0]]
-        for index, (rec, _) in enumerate(recordings):
-            windows = self.features.extract(rec.samples, rec.rate)
+            recordings = [r for r in recordings if r[0].machine_id == machines[0]]
+        for index, (rec, _, windows) in enumerate(recordings):
             label = labels.get(rec.rel)
             collected.windows.append(windows)
             collected.labels += [0 if label is None else label] * len(windows)
             collected.labelled += [label is not None] * len(windows)
             collected.recording += [index] * len(windows)
             collected.files.append(rec.rel)
-        n_unlabelled = sum(1 for rec, _ in recordings if rec.rel not in labels)
+        n_unlabelled = sum(1 for rec, _, _ in recordings if rec.rel not in labels)
         if n_unlabelled == 0:
+            kinds = Counter(p.kind for p in collected.problems)
+            why = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in kinds.most_common())
+            first_problem = f" First problem: {collected.problems[0]}" if collected.problems else ""
             raise DataValidationError(
                 device_dir,
                 f"no usable unlabelled recording remains to train on ({len(recordings)} labelled, "
-                f"{len(collected.problems)} unusable).",
+                f"{len(collected.problems)} unusable{': ' + why if why else ''}).{first_problem}",
                 "A device needs service recordings that labels.csv does not name; those are its training data.",
             )
         x = np.concatenate(collected.windows).astype(np.float32)
@@ -439,7 +494,9 @@ class VibrationAdapter:
                 "recording": np.asarray(collected.recording, dtype=np.int64),
                 "files": collected.files,
                 "machine_id": machines[0] if machines else device_dir.name,
-                "sampling_rates_hz": sorted({r.rate for r, _ in recordings}),
+                "sampling_rates_hz": sorted({r.rate for r, _, _ in recordings}),
+                # Windows of one recording that overlap a given window (for gap-aware splits).
+                "overlapping_windows": int(np.ceil(1.0 / (1.0 - self.features.overlap))) - 1,
                 "skipped": dict(counts),
                 "skipped_examples": [str(p) for p in collected.problems],
             },
@@ -452,8 +509,8 @@ def split_device(site: SiteData, cfg: RunConfig) -> SiteSplit:
     Validation takes ``cfg.val_fraction`` of the unlabelled recordings (at least one
     when the device has two or more), chosen with a seed, so that overlapping windows
     of one recording never sit on both sides. A device with a single unlabelled
-    recording gives its last windows to validation, leaving out the one window that
-    overlaps both parts.
+    recording gives its last windows to validation, leaving out the windows that
+    overlap both parts (none is validated if too few would remain to train on).
     """
     labelled = np.asarray(site.info.get("labelled", np.zeros(len(site), dtype=bool)), dtype=bool)
     recording = np.asarray(site.info.get("recording", np.zeros(len(site), dtype=np.int64)))
@@ -469,8 +526,12 @@ def split_device(site: SiteData, cfg: RunConfig) -> SiteSplit:
             in_val = np.isin(recording[unl], chosen)
             val_idx, train_idx = unl[in_val], unl[~in_val]
         else:
+            # One recording: its last windows validate; the windows overlapping both parts are left out.
+            gap = int(site.info.get("overlapping_windows", 1))  # type: ignore[call-overload]
             n_val = max(1, round(cfg.val_fraction * len(unl)))
-            val_idx, train_idx = unl[len(unl) - n_val :], unl[: max(1, len(unl) - n_val - 1)]
+            n_train = len(unl) - n_val - gap
+            if n_train >= 1:
+                val_idx, train_idx = unl[len(unl) - n_val :], unl[:n_train]
 
     info = {k: v for k, v in site.info.items() if k not in ("labelled", "recording")}
 
@@ -486,13 +547,53 @@ def split_device(site: SiteData, cfg: RunConfig) -> SiteSplit:
 
 
 def _one_axis(raw: np.ndarray) -> np.ndarray | None:
+    """A 1-D array of samples (integer counts kept as integers), or None."""
     if raw.dtype.kind not in "iuf":
         return None
     if raw.ndim == 1:
-        return raw.astype(np.float64)
-    if raw.ndim == 2 and 1 in raw.shape:
-        return raw.reshape(-1).astype(np.float64)
-    return None
+        out = raw
+    elif raw.ndim == 2 and 1 in raw.shape:
+        out = raw.reshape(-1)
+    else:
+        return None
+    return out if out.dtype.kind in "iu" else out.astype(np.float64)
+
+
+#: Units a device may declare in device.json, as the factor that turns them into g.
+UNITS_TO_G = {"g": 1.0, "mg": 1e-3, "m/s^2": 1 / 9.80665, "m/s2": 1 / 9.80665, "m/s²": 1 / 9.80665}
+COUNTS_KEY = "g_per_count"
+
+
+def _to_g(samples: np.ndarray, meta: dict[str, Any], path: Path, device_dir: Path) -> np.ndarray | Problem:
+    """Samples in g: integer converter counts scaled by ``g_per_count``, other units converted.
+
+    Spectral features are logarithms of amplitudes: a device reporting m/s^2, or raw
+    counts, among devices reporting g would look like a machine vibrating ten (or
+    thousands of) times harder.
+    """
+    if samples.dtype.kind in "iu":
+        per_count = _rate(meta.get(COUNTS_KEY))
+        if per_count is None:
+            return Problem(
+                str(path),
+                "units",
+                f"the samples are integers ({samples.dtype}), which look like raw converter counts, and "
+                f"{METADATA} gives no '{COUNTS_KEY}' to turn them into g.",
+                f'Add "{COUNTS_KEY}": <sensor sensitivity in g per count> to {device_dir / METADATA}, or export '
+                "the samples in g as floating-point numbers.",
+                field=COUNTS_KEY,
+            )
+        return samples.astype(np.float64) * per_count
+    unit = str(meta.get("units", "g")).strip().lower()
+    if unit not in UNITS_TO_G:
+        return Problem(
+            str(path),
+            "units",
+            f"{METADATA} declares units {meta.get('units')!r}; expected one of {', '.join(UNITS_TO_G)}.",
+            "Declare the unit the samples are in (acceleration), or convert them to g.",
+            field="units",
+        )
+    return samples * UNITS_TO_G[unit] if UNITS_TO_G[unit] != 1.0 else samples
 
 
 def _rate(value: Any) -> float | None:
