@@ -13,9 +13,9 @@ The server rebuilds each site's model as *exact global model + dequantised updat
 so quantisation error never accumulates in the global model across rounds.
 
 Packing (:func:`encode` / :func:`decode`) flattens all floating-point arrays of an
-ArrayRecord, in key order, into one vector coded as a whole: a message carries at
-most three coded arrays, however many tensors the model has, plus the non-floating
-arrays (integer buffers) unchanged and a small ConfigRecord with the layout.
+ArrayRecord, in key order, into at most four coded arrays, however many tensors the
+model has, plus the non-floating arrays (integer buffers) unchanged and a small
+ConfigRecord with the layout.
 
 Codecs
 ------
@@ -302,7 +302,7 @@ def _check_reference(reference: ArrayRecord, float_shapes: dict[str, tuple[int, 
 def encode(
     arrays: ArrayRecord, codec: str, reference: ArrayRecord | None = None, block: int = DEFAULT_BLOCK
 ) -> tuple[ArrayRecord, ConfigRecord]:
-    """Pack an ArrayRecord into one coded vector plus its layout.
+    """Pack an ArrayRecord into a few coded arrays plus its layout.
 
     Parameters
     ----------
@@ -321,7 +321,8 @@ def encode(
     Returns
     -------
     packed : ArrayRecord
-        ``q`` (uint8), ``lo``, ``scale`` (float32) for int8; ``values`` (float16)
+        ``q`` (uint8), ``lo``, ``scale`` (float32) for the int8-coded matrices and
+        ``side`` (float16, or float32 beyond its range) for vectors; ``values`` (float16)
         for float16; ``values`` (float32, or float64 if any array is float64) for
         none; plus the raw non-floating arrays.
     layout : ConfigRecord
@@ -360,7 +361,7 @@ def encode(
         if reference is not None:
             flat = flat - reference[name].numpy().ravel().astype(vec_dtype, copy=False)
         parts.append(flat)
-    vector = np.concatenate(parts) if parts else np.zeros(0, vec_dtype)
+    count = sum(part.size for part in parts)
 
     packed = ArrayRecord()
     if codec == "int8":
@@ -385,10 +386,9 @@ def encode(
             packed[SIDE_ARRAY] = Array(to_float16(side_vector))
         except ValueError:
             packed[SIDE_ARRAY] = Array(side_vector.astype(np.float32))
-    elif codec == "float16":
-        packed[VALUES_ARRAY] = Array(to_float16(vector))
-    else:
-        packed[VALUES_ARRAY] = Array(vector)
+    else:  # one vector for the whole model (int8 above codes per tensor and needs none)
+        vector = np.concatenate(parts) if parts else np.zeros(0, vec_dtype)
+        packed[VALUES_ARRAY] = Array(to_float16(vector) if codec == "float16" else vector)
     for name, array in raw.items():
         packed[name] = array
     layout = ConfigRecord(
@@ -396,7 +396,7 @@ def encode(
             _CODEC: codec,
             _BLOCK: block,
             _DELTA: reference is not None,
-            _COUNT: int(vector.size),
+            _COUNT: int(count),
             _NAMES: names,
             _DTYPES: dtypes,
             _NDIMS: ndims,

@@ -113,7 +113,7 @@ class BinaryClassificationTask:
             data.y,
             cfg,
             epochs=epochs,
-            lr_for_epoch=lambda e: lr_at(cfg, first_round + e // cfg.local_epochs),
+            lr_for_epoch=_lr_schedule(cfg, first_round),
             pos_weight=self.pos_weight,
             seed=seed,
             proximal_mu=proximal_mu,
@@ -192,7 +192,7 @@ class AnomalyDetectionTask:
             normal,
             cfg,
             epochs=num_rounds * cfg.local_epochs,
-            lr_for_epoch=lambda e: lr_at(cfg, first_round + e // cfg.local_epochs),
+            lr_for_epoch=_lr_schedule(cfg, first_round),
             seed=seed,
             proximal_mu=proximal_mu,
         )
@@ -224,3 +224,8 @@ def _seeded(build: Callable[[FeatureStats], nn.Module], stats: FeatureStats, see
 
     torch.manual_seed(seed)
     return build(stats)
+
+
+def _lr_schedule(cfg: RunConfig, first_round: int) -> Callable[[int], float]:
+    """Learning rate of each 0-based local epoch of a call that starts at round ``first_round``."""
+    return lambda epoch: lr_at(cfg, first_round + epoch // cfg.local_epochs)
