@@ -16,6 +16,7 @@ import os
 import random
 import tempfile
 import time
+import uuid
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -36,12 +37,12 @@ from flcore.compression import compression_mod
 from flcore.config import RunConfig, apply_settings, settings_of, to_dict, to_json
 from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs
 from flcore.exceptions import ConfigError, FlsuiteError
-from flcore.governance import check_deidentified, check_min_cohort
+from flcore.governance import GovernanceError, Refusal, refusal_error
 from flcore.monitor import FederationMonitor, MonitoredGrid, RoundRecord
+from flcore.privacy import steps_per_epoch
+from flcore.secagg import RUN_JSON, check_secagg, is_secagg_fit, run_secagg_rounds, secagg_client_mod, secagg_fit
+from flcore.siteguard import SiteGovernance, admit, ledger_of, run_facts, site_dp, split_facts
 from flcore.strategies import build_strategy
-
-RUN_JSON = "run-json"
-
 
 # --------------------------------------------------------------------------------------
 # Site data on the client side
@@ -139,12 +140,7 @@ def _folder_site_loader(context: Context, cfg: RunConfig, scenario: scenario_reg
             f"partition={cfg.partition} re-splits pooled data, which a deployed site never has. "
             "Use partition=natural here, or `flsuite run` for partitioned simulations."
         )
-    node = context.node_config
-    if "data-dir" in node:
-        site_dir = Path(str(node["data-dir"]))
-    else:
-        root = _data_root(scenario, str(context.run_config.get("data-dir", "")), cfg.seed)
-        site_dir = list_site_dirs(root, scenario.adapter)[int(node["partition-id"])]
+    site_dir = _site_dir(context, cfg, scenario)
     # Modification times are in the key so that a long-lived SuperNode sees changed data,
     # whether files were replaced (folder mtimes) or rewritten in place (file mtimes), at any depth.
     stamp = _tree_stamp(site_dir)
@@ -152,12 +148,36 @@ def _folder_site_loader(context: Context, cfg: RunConfig, scenario: scenario_reg
 
     def make() -> SiteSplit:
         site = scenario.adapter.read(site_dir, strict=cfg.data_mode == "strict")
-        # The site enforces the policy itself: a coordinator cannot skip it.
-        check_deidentified(site, scenario.policy, scenario.site_noun)
-        check_min_cohort([site], scenario.policy, scenario.site_noun)
-        return scenario.split(site, cfg)
+        return scenario.split(site, cfg)  # the site's gate (siteguard) checks it before any use
 
     return _SITE_CACHE.get(key, make)
+
+
+def _site_dir(context: Context, cfg: RunConfig, scenario: scenario_registry.Scenario) -> Path:
+    node = context.node_config
+    if "data-dir" in node:
+        return Path(str(node["data-dir"]))
+    root = _data_root(scenario, str(context.run_config.get("data-dir", "")), cfg.seed)
+    return list_site_dirs(root, scenario.adapter)[int(node["partition-id"])]
+
+
+SiteGovernanceFn = Callable[[Context, RunConfig, Any, SiteSplit], SiteGovernance]
+
+
+def _folder_governance(context: Context, cfg: RunConfig, scenario: Any, split: SiteSplit) -> SiteGovernance:
+    """A deployed site's policy: the node config's ``policy`` file, else ``policy.toml`` in its folder."""
+    from flcore.governance import ledger_path, load_policy, site_policy
+
+    site_dir = _site_dir(context, cfg, scenario)
+    policy_file = str(context.node_config.get("policy", ""))
+    policy = load_policy(policy_file, scenario.policy) if policy_file else site_policy(site_dir, scenario.policy)
+    ledger = ledger_path(site_dir, policy)
+    return SiteGovernance(split.name, policy, str(ledger) if ledger else None, split_facts(split))
+
+
+def prepared_governance(items: list[SiteGovernance]) -> SiteGovernanceFn:
+    """Simulation: virtual node ``partition-id`` is governed by ``items[partition-id]``."""
+    return lambda context, cfg, scenario, split: items[int(context.node_config["partition-id"])]
 
 
 def _tree_stamp(folder: Path) -> int:
@@ -239,8 +259,52 @@ def dropout_draw(seed: int, server_round: int, node: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+class _Refused(Exception):
+    def __init__(self, refusals: list[Refusal]) -> None:
+        super().__init__(refusals[0].text())
+        self.refusals = refusals
+
+
+def _refusal_reply(msg: Message, refusals: list[Refusal]) -> Message:
+    record = ConfigRecord({keys.REFUSAL: json.dumps([r.to_json() for r in refusals])})
+    return Message(content=RecordDict({keys.REFUSAL: record}), reply_to=msg)
+
+
+def _refusal_error(msg: Message, refusals: list[Refusal]) -> Message:
+    """A refusal in reply to train or evaluate: an error, which strategies count as a failed site."""
+    reason = "refused by its governance policy: " + "; ".join(r.text() for r in refusals)
+    return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
+
+
+def refusals_in(reply: Message) -> list[Refusal]:
+    """The refusals a site sent instead of an answer (empty for a normal reply)."""
+    if reply.has_error() or keys.REFUSAL not in reply.content.config_records:
+        return []
+    raw = reply.content.config_records[keys.REFUSAL][keys.REFUSAL]
+    return [Refusal(**r) for r in json.loads(str(raw))]
+
+
+_ADMITTED: set[tuple[str, str]] = set()  # (run id, site) already through the site's gate in this process
+_DP_STATE = "flsuite-dp"
+DP_NOISE = "dp-noise-multiplier"
+
+
+def _update_norm(before: ArrayRecord, after: dict[str, Any]) -> float:
+    total = 0.0
+    for name, arr in before.items():
+        old = arr.numpy()  # type: ignore[union-attr]
+        if not np.issubdtype(old.dtype, np.floating):
+            continue
+        diff = after[name].detach().cpu().numpy().astype(np.float64) - old
+        total += float(np.dot(diff.ravel(), diff.ravel()))
+    return float(np.sqrt(total))
+
+
 def make_client_app(
-    load_site: SiteLoader | None = None, torch_threads: int | None = None, simulate_dropout: bool = False
+    load_site: SiteLoader | None = None,
+    torch_threads: int | None = None,
+    simulate_dropout: bool = False,
+    governance: SiteGovernanceFn | None = None,
 ) -> ClientApp:
     """Build the ClientApp.
 
@@ -253,27 +317,55 @@ def make_client_app(
         Threads torch may use in this process (1 per virtual client in simulation).
     simulate_dropout : bool
         Add :func:`dropout_mod` (simulation only; deployed devices drop out by themselves).
+    governance : callable, optional
+        ``governance(context, cfg, scenario, split) -> SiteGovernance``: the site's
+        policy and ledger. Defaults to the node config's ``policy`` file, else
+        ``policy.toml`` in the site folder, over the domain's defaults.
+
+    Before it answers any message of a run, the site runs its own gate
+    (:func:`flcore.siteguard.admit`) and answers with its refusals instead if the run
+    breaks its policy; under ``privacy=dp`` it trains with DP-SGD at the noise it
+    calibrates itself, and records the epsilon spent in its ledger.
     """
     # The dropout draw comes first: an offline device does not even decode its message.
     app = ClientApp(mods=[*([dropout_mod] if simulate_dropout else []), compression_mod])
 
-    def site_for(msg: Message, context: Context) -> tuple[Any, RunConfig, Any, SiteSplit]:
+    def site_for(msg: Message, context: Context) -> tuple[Any, RunConfig, Any, SiteSplit, SiteGovernance, str]:
+        return site_for_config(msg.content[keys.CONFIG], context)  # type: ignore[arg-type]
+
+    def site_for_config(
+        config: ConfigRecord, context: Context
+    ) -> tuple[Any, RunConfig, Any, SiteSplit, SiteGovernance, str]:
         import torch
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        scenario, cfg, params = _decode(msg.content[keys.CONFIG])  # type: ignore[arg-type]
+        scenario, cfg, params = _decode(config)
         split = load_site(context, cfg) if load_site else _folder_site_loader(context, cfg, scenario)
-        return scenario, cfg, params, split
+        gov = (governance or _folder_governance)(context, cfg, scenario, split)
+        run_id = str(config.get(keys.RUN_ID, "unspecified"))
+        if (run_id, split.name) not in _ADMITTED:
+            refusals = admit(gov, run_facts(scenario, cfg, params), run_id, scenario.site_noun)
+            if refusals:
+                raise _Refused(refusals)
+            _ADMITTED.add((run_id, split.name))
+        return scenario, cfg, params, split, gov, run_id
 
     def model_from(task: Any, split: SiteSplit, arrays: ArrayRecord) -> Any:
         model = task.init_model(FeatureStats.of(split.train.x[:1]), 0)
         model.load_state_dict(arrays.to_torch_state_dict())
         return model
 
+    def dp_steps(context: Context, run_id: str) -> int:
+        state = context.state.config_records.get(_DP_STATE)
+        return int(state.get(run_id, 0)) if state is not None else 0  # type: ignore[arg-type]
+
     @app.query(keys.QUERY_FEATURE_STATS)
     def query(msg: Message, context: Context) -> Message:
-        _, _, _, split = site_for(msg, context)
+        try:
+            _, _, _, split, _, _ = site_for(msg, context)
+        except _Refused as refused:
+            return _refusal_reply(msg, refused.refusals)
         stats = FeatureStats.of(split.train.x, split.train.y)
         content = RecordDict(
             {
@@ -284,14 +376,48 @@ def make_client_app(
         )
         return Message(content=content, reply_to=msg)
 
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
-        scenario, cfg, params, split = site_for(msg, context)
+    @app.query(keys.QUERY_RUN_END)
+    def run_end(msg: Message, context: Context) -> Message:
+        """Settle the run in the site's ledger at the epsilon it really spent."""
+        try:
+            scenario, cfg, params, split, gov, run_id = site_for(msg, context)
+        except _Refused as refused:
+            return _refusal_reply(msg, refused.refusals)
         conf = msg.content[keys.CONFIG]
-        server_round = int(conf[keys.SERVER_ROUND])  # type: ignore[index,arg-type]
+        spent, noise = 0.0, 0.0
+        if cfg.privacy == "dp":
+            n = _training_records(scenario.make_task(params), split)
+            dp = site_dp(cfg, n, dp_steps(context, run_id))
+            spent, noise = dp.epsilon(), dp.noise_multiplier
+        elif cfg.privacy == "client-dp":
+            spent = float(conf.get(keys.DP_EPSILON, cfg.dp_epsilon))  # type: ignore[union-attr,arg-type]
+        ledger = ledger_of(gov)
+        if ledger is not None and cfg.privacy != "none":
+            ledger.record(run_id, spent, final=True)
+        metrics = MetricRecord({keys.DP_EPSILON: spent, DP_NOISE: noise})
+        return Message(content=RecordDict({keys.METRICS: metrics, keys.SITE: _site_record(split.name)}), reply_to=msg)
+
+    def train_core(config: ConfigRecord, arrays: ArrayRecord, context: Context) -> tuple[Any, dict[str, Any], str]:
+        """Train one round at this site: the new state dict, the reply's metrics, the site's name."""
+        scenario, cfg, params, split, gov, run_id = site_for_config(config, context)
+        server_round = int(config[keys.SERVER_ROUND])  # type: ignore[arg-type]
         task = scenario.make_task(params)
-        model = model_from(task, split, msg.content[keys.ARRAYS])  # type: ignore[arg-type]
-        mu = float(conf.get(keys.PROXIMAL_MU, 0.0))  # type: ignore[union-attr,arg-type]
+        model = model_from(task, split, arrays)
+        mu = float(config.get(keys.PROXIMAL_MU, 0.0))  # type: ignore[arg-type]
+        dp = site_dp(cfg, _training_records(task, split), dp_steps(context, run_id)) if cfg.privacy == "dp" else None
+        if dp is not None and dp.steps + cfg.local_epochs * steps_per_epoch(dp.sample_rate) > dp.planned_steps:
+            raise _Refused(
+                [
+                    Refusal(
+                        "max-epsilon-per-run",
+                        split.name,
+                        gov.policy.source,
+                        f"round {server_round} would take DP-SGD past the {dp.planned_steps} steps the plan "
+                        f"allows ({cfg.num_server_rounds} rounds), and so past epsilon {cfg.dp_epsilon:g}.",
+                        "The coordinator asked for more rounds than planned; start a new run.",
+                    )
+                ]
+            )
         out = task.fit(
             model,
             split.train,
@@ -300,27 +426,51 @@ def make_client_app(
             num_rounds=1,
             seed=_site_seed(cfg.seed, server_round, split.name),
             proximal_mu=mu,
+            dp=dp,
         )
-        metrics = MetricRecord({keys.NUM_EXAMPLES: len(split.train), **out})
+        values: dict[str, Any] = {keys.NUM_EXAMPLES: len(split.train), keys.UNIT_WEIGHT: 1.0, **out}
+        state = model.state_dict()
+        values[keys.UPDATE_NORM] = _update_norm(arrays, state)
+        if dp is not None:
+            record = context.state.config_records.get(_DP_STATE) or ConfigRecord()
+            record[run_id] = dp.steps
+            context.state[_DP_STATE] = record
+            values[keys.DP_EPSILON] = dp.epsilon()
+            ledger = ledger_of(gov)
+            if ledger is not None:
+                ledger.record(run_id, values[keys.DP_EPSILON])
+        return state, values, split.name
+
+    @app.train(mods=[secagg_client_mod])
+    def train(msg: Message, context: Context) -> Message:
+        if is_secagg_fit(msg):  # the masked-update stage of SecAgg+ (legacy FitIns content)
+            return secagg_fit(msg, context, train_core)
+        try:
+            state, values, name = train_core(msg.content[keys.CONFIG], msg.content[keys.ARRAYS], context)  # type: ignore[arg-type]
+        except _Refused as refused:
+            return _refusal_error(msg, refused.refusals)
         content = RecordDict(
             {
-                keys.ARRAYS: ArrayRecord(model.state_dict()),
-                keys.METRICS: metrics,
-                keys.SITE: _site_record(split.name),
+                keys.ARRAYS: ArrayRecord(state),
+                keys.METRICS: MetricRecord(values),
+                keys.SITE: _site_record(name),
             }
         )
         return Message(content=content, reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        scenario, _, params, split = site_for(msg, context)
+        try:
+            scenario, _, params, split, _, _ = site_for(msg, context)
+        except _Refused as refused:
+            return _refusal_error(msg, refused.refusals)
         task = scenario.make_task(params)
         model = model_from(task, split, msg.content[keys.ARRAYS])  # type: ignore[arg-type]
         threshold = None
         if split.val is not None and len(split.val):
             threshold = task.choose_threshold(split.val.y, task.predict(model, split.val.x))
         scores = task.score(split.test.y, task.predict(model, split.test.x), threshold)
-        values: dict[str, Any] = {keys.NUM_EXAMPLES: len(split.test)}
+        values: dict[str, Any] = {keys.NUM_EXAMPLES: len(split.test), keys.UNIT_WEIGHT: 1.0}
         for name, value in scores.items():
             if name in ("n", "n_positive"):  # counts, not metrics: averaging them means nothing
                 continue
@@ -329,6 +479,12 @@ def make_client_app(
         return Message(content=content, reply_to=msg)
 
     return app
+
+
+def _training_records(task: Any, split: SiteSplit) -> int:
+    """Records the task trains on (anomaly detection trains on the normal ones only): DP-SGD's ``n``."""
+    count = getattr(task, "training_records", None)
+    return int(count(split.train)) if count is not None else len(split.train)
 
 
 # --------------------------------------------------------------------------------------
@@ -346,6 +502,8 @@ class FederationPlan:
     num_sites: int
     connect_timeout_s: float = 120.0
     on_round: Callable[[RoundRecord], None] | None = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    audit: Any = None  # flcore.audit.AuditTrail, or None
 
 
 @dataclass
@@ -357,14 +515,17 @@ class FederationOutcome:
     feature_stats: FeatureStats | None = None
     sites: list[str] = field(default_factory=list)
     wall_time_s: float = 0.0
+    privacy: dict[str, Any] = field(default_factory=dict)
 
 
-def _common_config(plan: FederationPlan) -> ConfigRecord:
+def _common_config(plan: FederationPlan, **extra: Any) -> ConfigRecord:
     return ConfigRecord(
         {
             keys.SCENARIO: plan.scenario,
             RUN_JSON: to_json(plan.cfg),
             keys.PARAMS_JSON: json.dumps(to_dict(plan.params), sort_keys=True),
+            keys.RUN_ID: plan.run_id,
+            **extra,
         }
     )
 
@@ -384,10 +545,11 @@ def _wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
 
 def collect_feature_stats(
     grid: Grid, node_ids: list[int], config: ConfigRecord, timeout: float
-) -> tuple[FeatureStats, dict[int, str]]:
+) -> tuple[FeatureStats, dict[int, str], dict[str, int]]:
     """Ask every site for its feature sums and combine them (no row leaves a site).
 
-    Returns the pooled statistics and each node's site name.
+    Returns the pooled statistics, each node's site name, and each site's number of
+    training examples.
     """
     content = RecordDict({keys.CONFIG: config})
     messages = [
@@ -395,6 +557,9 @@ def collect_feature_stats(
         for n in node_ids
     ]
     replies = list(grid.send_and_receive(messages, timeout=timeout))
+    refusals = [r for reply in replies for r in refusals_in(reply)]
+    if refusals:
+        raise refusal_error(refusals)
     parts, names = [], {}
     for reply in replies:
         if reply.has_error():
@@ -412,47 +577,141 @@ def collect_feature_stats(
         names[reply.metadata.src_node_id] = str(reply.content[keys.SITE][keys.SITE_NAME])  # type: ignore[index]
     if len(parts) < len(node_ids):
         raise FlsuiteError(f"Only {len(parts)} of {len(node_ids)} sites returned feature statistics.")
-    return FeatureStats.combine(parts), names
+    counts = {names[n]: p.count for n, p in zip(names, parts, strict=True)}
+    return FeatureStats.combine(parts), names, counts
 
 
-def run_federation(grid: Grid, plan: FederationPlan) -> FederationOutcome:
-    """The ServerApp's work: statistics round, then the strategy's rounds."""
+def run_federation(grid: Grid, plan: FederationPlan, context: Context | None = None) -> FederationOutcome:
+    """The ServerApp's work: statistics round (each site's gate runs first), the strategy's rounds, run end.
+
+    A site that refuses the run answers with its refusals; they are written to the
+    audit trail and stop the run before round 1 (:class:`GovernanceError`).
+    """
     t0 = time.perf_counter()
     cfg = plan.cfg
     random.seed(cfg.seed)  # Flower's node sampling uses the `random` module
     scenario = scenario_registry.get(plan.scenario)
-    monitor = FederationMonitor(on_round=plan.on_round)
+    monitor = FederationMonitor(on_round=_audited(plan.on_round, plan.audit))
     mgrid = MonitoredGrid(grid, monitor)
     node_ids = sorted(_wait_for_nodes(grid, plan.num_sites, plan.connect_timeout_s))
     common = _common_config(plan)
-    stats, names = collect_feature_stats(mgrid, node_ids, common, timeout=plan.connect_timeout_s)
+    try:
+        stats, names, site_counts = collect_feature_stats(mgrid, node_ids, common, timeout=plan.connect_timeout_s)
+    except GovernanceError as err:
+        if plan.audit is not None:
+            for r in err.refusals:
+                plan.audit.append("refusal", run=plan.run_id, by="site", **r.to_json())
+        raise refusal_error(err.refusals, scenario.site_noun) from None
     mgrid.name_nodes(names)
     sites = sorted(names.values())
+    if plan.audit is not None:
+        plan.audit.append("gate", run=plan.run_id, by="sites", decision="pass", sites=sites)
 
     task = scenario.make_task(plan.params)
     model = task.init_model(stats, cfg.seed)
-    strategy = build_strategy(
-        cfg,
-        plan.num_sites,
-        train_metrics_aggr_fn=monitor.aggregate_train,
-        evaluate_metrics_aggr_fn=monitor.aggregate_evaluate,
-    )
-    result = strategy.start(
-        grid=mgrid,
-        initial_arrays=ArrayRecord(model.state_dict()),
-        num_rounds=cfg.num_server_rounds,
-        train_config=_common_config(plan),
-        evaluate_config=_common_config(plan),
-        evaluate_fn=monitor.end_round,
-    )
-    final = result.arrays if len(result.arrays) else ArrayRecord(model.state_dict())
+    initial = ArrayRecord(model.state_dict())
+    if cfg.secure_aggregation == "secagg+":
+        check_secagg(cfg, plan.num_sites)
+        shared = dict(_common_config(plan).items())
+        final = run_secagg_rounds(mgrid, context, cfg, initial, shared, monitor, max(site_counts.values()))
+    else:
+        strategy = build_strategy(
+            cfg,
+            plan.num_sites,
+            train_metrics_aggr_fn=monitor.aggregate_train,
+            evaluate_metrics_aggr_fn=monitor.aggregate_evaluate,
+        )
+        inner: Any = strategy
+        while inner is not None and not hasattr(inner, "spent_epsilon"):  # the DP wrapper, under any other
+            inner = getattr(inner, "strategy", None)
+        monitor.client_privacy = inner
+        result = strategy.start(
+            grid=mgrid,
+            initial_arrays=initial,
+            num_rounds=cfg.num_server_rounds,
+            train_config=_common_config(plan),
+            evaluate_config=_common_config(plan),
+            evaluate_fn=monitor.end_round,
+        )
+        final = result.arrays if len(result.arrays) else initial
+    privacy = _end_run(mgrid, node_ids, plan, monitor)
     return FederationOutcome(
         state_dict=final.to_torch_state_dict(),
         monitor=monitor,
         feature_stats=stats,
         sites=sites,
         wall_time_s=time.perf_counter() - t0,
+        privacy=privacy,
     )
+
+
+def _end_run(grid: Grid, node_ids: list[int], plan: FederationPlan, monitor: FederationMonitor) -> dict[str, Any]:
+    """Tell every site the run is over, so each settles its privacy ledger; collect what each spent."""
+    cfg = plan.cfg
+    extra: dict[str, Any] = {}
+    client = monitor.client_privacy
+    if cfg.privacy == "client-dp" and client is not None:
+        extra[keys.DP_EPSILON] = client.spent_epsilon()
+    content = RecordDict({keys.CONFIG: _common_config(plan, **extra)})
+    messages = [
+        Message(content=content, message_type=f"{keys.QUERY_KIND}.{keys.QUERY_RUN_END}", dst_node_id=n)
+        for n in node_ids
+    ]
+    per_site: dict[str, float | None] = {}
+    noise: dict[str, float] = {}
+    for reply in grid.send_and_receive(messages, timeout=plan.connect_timeout_s):
+        if reply.has_error() or keys.METRICS not in reply.content.metric_records:
+            continue
+        site = str(reply.content[keys.SITE][keys.SITE_NAME])  # type: ignore[index]
+        per_site[site] = float(reply.content[keys.METRICS][keys.DP_EPSILON])  # type: ignore[index,arg-type]
+        noise[site] = float(reply.content[keys.METRICS].get(DP_NOISE, 0.0))  # type: ignore[union-attr,arg-type]
+    if cfg.privacy == "none":
+        return {"mode": "none"}
+    from flcore.privacy import CLIENT_ACCOUNTANT, SAMPLE_ACCOUNTANT
+
+    out: dict[str, Any] = {
+        "mode": cfg.privacy,
+        "unit": "record" if cfg.privacy == "dp" else "site",
+        "target_epsilon": cfg.dp_epsilon,
+        "delta": cfg.dp_delta,
+        "per_site_epsilon": dict(sorted(per_site.items())),
+        "epsilon": max((v for v in per_site.values() if v is not None), default=None),
+        "accountant": SAMPLE_ACCOUNTANT if cfg.privacy == "dp" else CLIENT_ACCOUNTANT,
+        "per_round_epsilon": [r.epsilon for r in monitor.rounds],
+    }
+    if cfg.privacy == "dp":
+        out["max_grad_norm"] = cfg.dp_max_grad_norm
+        out["per_site_noise_multiplier"] = dict(sorted(noise.items()))
+    elif client is not None:
+        out.update(client.to_json())
+        out["epsilon"] = client.spent_epsilon()
+    if plan.audit is not None:
+        plan.audit.append("privacy", run=plan.run_id, **out)
+    return out
+
+
+def _audited(on_round: Callable[[RoundRecord], None] | None, audit: Any) -> Callable[[RoundRecord], None] | None:
+    """Progress callback that also writes each finished round to the audit trail."""
+    if audit is None:
+        return on_round
+
+    def record(rec: RoundRecord) -> None:
+        audit.append(
+            "round",
+            round=rec.round,
+            sites=sorted(rec.per_site_train),
+            samples={s: int(m.get(keys.NUM_EXAMPLES, 0)) for s, m in sorted(rec.per_site_train.items())},
+            update_norms={s: m.get(keys.UPDATE_NORM) for s, m in sorted(rec.per_site_train.items())},
+            epsilon=rec.epsilon,
+            aggregate=rec.aggregate_hash,
+            sampled=rec.sampled,
+            failed=rec.failures,
+            dropped=rec.dropouts,
+        )
+        if on_round is not None:
+            on_round(rec)
+
+    return record
 
 
 def make_server_app(plan: FederationPlan, outcome: FederationOutcome) -> ServerApp:
@@ -461,7 +720,7 @@ def make_server_app(plan: FederationPlan, outcome: FederationOutcome) -> ServerA
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        done = run_federation(grid, plan)
+        done = run_federation(grid, plan, context)
         outcome.__dict__.update(done.__dict__)
 
     return app
@@ -492,6 +751,6 @@ def _flwr_run_main(grid: Grid, context: Context) -> None:
     from flcore.results import federated_only_results, write_json
 
     plan, out = plan_from_run_config(dict(context.run_config))
-    outcome = run_federation(grid, plan)
+    outcome = run_federation(grid, plan, context)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "federated.json", federated_only_results(plan, outcome))

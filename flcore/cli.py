@@ -22,6 +22,15 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _run_values(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings from ``--set`` and the shortcut options (``--rounds``, ``--seed``, ``--strategy``)."""
+    values: dict[str, Any] = _parse_sets(args.set or [])
+    for option, key in (("rounds", "num-server-rounds"), ("seed", "seed"), ("strategy", "strategy")):
+        if getattr(args, option, None) is not None:
+            values[key] = getattr(args, option)
+    return values
+
+
 def cmd_scenarios(args: argparse.Namespace) -> int:
     """`flsuite scenarios`: one line per registered scenario."""
     from flcore import scenario
@@ -94,19 +103,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flcore.results import write_json
 
     sc = scenario.get(args.scenario)
-    values: dict[str, Any] = _parse_sets(args.set or [])
-    if args.rounds is not None:
-        values["num-server-rounds"] = args.rounds
-    if args.seed is not None:
-        values["seed"] = args.seed
-    if args.strategy is not None:
-        values["strategy"] = args.strategy
+    values = _run_values(args)
     cfg, params = sc.configure(values)
     from flcore.strategies import get_spec
 
     get_spec(cfg.strategy)  # unknown names fail before any work
     data = Path(args.data) if args.data else None
     out = Path(args.out or f"runs/{sc.name}")
+    policy, audit = _governance_args(sc, args, out)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
     say(f"flsuite run {sc.name}: strategy {cfg.strategy}, {cfg.num_server_rounds} rounds, seed {cfg.seed}")
     ignored = [k for k in sc.generation_settings if k in values and data is not None]
@@ -114,10 +118,68 @@ def cmd_run(args: argparse.Namespace) -> int:
         say(
             f"note: {', '.join(ignored)} sizes generated data only; the {sc.site_noun}s in {data} are used as they are."
         )
-    results = run_experiment(sc, cfg, params, data_dir=data, progress=say)
+    results = run_experiment(sc, cfg, params, data_dir=data, progress=say, policy=policy, audit=audit)
     path = write_json(out / "results.json", results)
     print(summary_table(results))
     print(f"\nresults: {path}")
+    return 0
+
+
+def _governance_args(sc: Any, args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
+    """The federation's policy (``--policy`` over the domain's defaults) and the audit trail."""
+    from flcore.audit import AuditTrail
+    from flcore.governance import load_policy
+
+    policy = load_policy(args.policy, sc.policy) if args.policy else sc.policy
+    path = Path(args.audit) if args.audit else out / "audit.jsonl"
+    return policy, (AuditTrail(path) if policy.audit_trail or args.audit else None)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """`flsuite audit verify FILE`: check the hash chain; name the first altered, removed or inserted entry."""
+    from flcore.audit import format_report, verify
+
+    report = verify(Path(args.file), expected_head=args.head)
+    print(format_report(report, args.file))
+    return 0 if report.ok else 1
+
+
+def cmd_policy_show(args: argparse.Namespace) -> int:
+    """`flsuite policy show --domain D [--policy FILE]`: the effective policy as TOML (a template for sites)."""
+    from flcore import scenario
+    from flcore.governance import load_policy, policy_toml
+
+    found = [sc for sc in scenario.available().values() if sc.domain == args.domain]
+    if not found:
+        raise ConfigError(f"Unknown domain '{args.domain}'. Domains: finance, medical, iot.")
+    base = found[0].policy
+    policy = load_policy(args.policy, base) if args.policy else base
+    print(policy_toml(policy, f"{args.domain} policy ({policy.source})"), end="")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """`flsuite plan SCENARIO [--set ...] [--approve POLICY]`: show a training plan, or approve it for a site."""
+    from flcore import scenario
+    from flcore.config import to_dict
+    from flcore.governance import approve_plan, load_policy, plan_hash, training_plan
+    from flcore.siteguard import resolve_privacy
+
+    sc = scenario.get(args.scenario)
+    cfg, params = sc.configure(_run_values(args))
+    federation = load_policy(args.policy, sc.policy) if args.policy else sc.policy
+    cfg = resolve_privacy(cfg, federation)
+    plan = training_plan(sc, to_dict(cfg), to_dict(params))
+    digest = plan_hash(plan)
+    if args.approve:
+        added = approve_plan(Path(args.approve), digest)
+        print(f"{'approved' if added else 'already approved'}: {digest} in {args.approve}")
+        return 0
+    import json
+
+    print(json.dumps(plan, indent=2, sort_keys=True))
+    print(f"\nplan hash: {digest}")
+    print(f"A site approves it with: flsuite plan {sc.name} <same settings> --approve SITE_DIR/policy.toml")
     return 0
 
 
@@ -267,7 +329,32 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting (see `flsuite settings SCENARIO`)")
     r.add_argument("--out", help="output directory (default: runs/SCENARIO)")
     r.add_argument("--quiet", action="store_true", help="print only the summary")
+    r.add_argument("--policy", help="federation policy (TOML) over the domain's defaults; sites add their own")
+    r.add_argument("--audit", help="audit trail to append to (default: OUT/audit.jsonl)")
     r.set_defaults(fn=cmd_run)
+
+    pl = sub.add_parser("plan", help="show a run's training plan and its hash, or approve it in a site policy")
+    pl.add_argument("scenario")
+    pl.add_argument("--rounds", type=int, help="federated rounds (num-server-rounds)")
+    pl.add_argument("--strategy", help="aggregation strategy")
+    pl.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting, as for `flsuite run`")
+    pl.add_argument("--policy", help="federation policy (TOML), as for `flsuite run`")
+    pl.add_argument("--approve", metavar="POLICY", help="add the plan's hash to this site policy's approved_plans")
+    pl.set_defaults(fn=cmd_plan)
+
+    po = sub.add_parser("policy", help="governance policies")
+    posub = po.add_subparsers(dest="policy_command", required=True)
+    ps = posub.add_parser("show", help="print a domain's policy (or a file over it) as TOML, a template for a site")
+    ps.add_argument("--domain", required=True, help="finance, medical or iot")
+    ps.add_argument("--policy", help="a policy file to apply over the domain's defaults")
+    ps.set_defaults(fn=cmd_policy_show)
+
+    a = sub.add_parser("audit", help="audit-trail utilities")
+    asub = a.add_subparsers(dest="audit_command", required=True)
+    v = asub.add_parser("verify", help="check an audit trail's hash chain (exit 1 if altered)")
+    v.add_argument("file")
+    v.add_argument("--head", help="hash of the last entry as recorded elsewhere (results.json), to detect truncation")
+    v.set_defaults(fn=cmd_audit_verify)
     return p
 
 

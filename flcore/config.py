@@ -230,6 +230,25 @@ class RunConfig:
     compress_broadcast: bool = setting(
         True, "With update-compression, also send the global model to sites in that codec."
     )
+    privacy: str = setting(
+        "none",
+        "Differential privacy: none; dp (sample-level DP-SGD at every site, Opacus); client-dp "
+        "(client-level central DP, Flower's server-side clipping wrapper).",
+        choices=("none", "dp", "client-dp"),
+    )
+    dp_epsilon: float = setting(
+        0.0, "Epsilon the run may spend (0: the policy's max_epsilon_per_run, else 1).", low=0.0
+    )
+    dp_delta: float = setting(0.0, "Delta of the guarantee (0: the policy's delta).", low=0.0, high=1.0, high_open=True)
+    dp_max_grad_norm: float = setting(1.0, "privacy=dp: per-record gradient clipping norm.", low=0.0, low_open=True)
+    dp_update_clip: float = setting(
+        1.0, "privacy=client-dp: clipping norm of each site's update.", low=0.0, low_open=True
+    )
+    secure_aggregation: str = setting(
+        "none",
+        "none, or secagg+ (Flower's SecAgg+: the coordinator sees only the sum of the sites' updates).",
+        choices=("none", "secagg+"),
+    )
     size_weight_beta: float = setting(
         0.0,
         "fedavg-sizeweighted: site weight is n_k^(1+beta); 0 is FedAvg, -1 weighs sites equally.",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +27,15 @@ from flcore import metrics
 from flcore.config import RunConfig, to_dict
 from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs
 from flcore.exceptions import ConfigError, DataValidationError
-from flcore.governance import GovernanceError, check_deidentified, check_min_cohort
+from flcore.governance import GovernanceError, GovernancePolicy, Refusal, check_min_cohort, check_site, refusal_error
 from flcore.monitor import RoundRecord
 from flcore.partition import repartition
 from flcore.resources import PeakMemory
 from flcore.results import SCHEMA_VERSION, clean, environment, now_utc, suite_version, validate_results
 from flcore.scenario import Scenario
+from flcore.secagg import check_secagg
+from flcore.siteguard import SiteGovernance, ledger_of, resolve_privacy, run_facts, split_facts
+from flcore.strategies import build_strategy
 from flcore.task import Task
 
 Progress = Callable[[str], None]
@@ -44,6 +48,7 @@ class PreparedData:
     source: str
     splits: list[SiteSplit]
     left_out: list[dict[str, str]] = field(default_factory=list)
+    governance: list[SiteGovernance] = field(default_factory=list)
 
 
 def load_sites(
@@ -55,16 +60,18 @@ def load_sites(
 ) -> list[SiteData]:
     """Read and validate every site folder of ``data_dir`` through the scenario's adapter.
 
-    Every site is read, and the scenario's governance policy checked on it, before
-    any training starts, so a bad file or a refused site stops the run before
-    anything is written. In lenient mode, scenarios that allow it
-    (``leave_out_unusable``, fleets) leave out a site whose data cannot be used at all.
+    Every site is read before any training starts, so a bad file stops the run
+    before anything is written; the governance gate (:func:`gate`) then checks the
+    sites. In lenient mode, scenarios that allow it (``leave_out_unusable``, fleets)
+    leave out a site whose data cannot be used at all, or that is under the minimum
+    cohort.
     """
     sites = []
     dropped: list[dict[str, str]] = []
     for d in list_site_dirs(data_dir, scenario.adapter):
         try:
             site = scenario.adapter.read(d, strict=strict)
+            site.info["site_dir"] = str(d)  # adapters may name a file as the source; policies live in the folder
             if scenario.leave_out_unusable and not strict:
                 check_min_cohort([site], scenario.policy, scenario.site_noun)
             sites.append(site)
@@ -78,8 +85,6 @@ def load_sites(
         (progress or print)(f"  ... and {len(dropped) - 5} more {scenario.site_noun}(s) left out")
     if left_out is not None:
         left_out.extend(dropped)
-    for site in sites:
-        check_deidentified(site, scenario.policy, scenario.site_noun)
     if len(sites) < 2:
         raise DataValidationError(
             data_dir,
@@ -87,7 +92,6 @@ def load_sites(
             "Add one sub-folder per site.",
         )
     _check_same_features(sites)
-    check_min_cohort(sites, scenario.policy, scenario.site_noun)
     return sites
 
 
@@ -129,9 +133,20 @@ _SKIP_REASONS = {
 
 
 def prepare_data(
-    scenario: Scenario, cfg: RunConfig, data_dir: Path | None, progress: Progress, params: Any = None
+    scenario: Scenario,
+    cfg: RunConfig,
+    data_dir: Path | None,
+    progress: Progress,
+    params: Any = None,
+    policy: GovernancePolicy | None = None,
 ) -> PreparedData:
-    """Load (or generate) the sites, form them per ``cfg.partition`` and split train/test."""
+    """Load (or generate) the sites, form them per ``cfg.partition`` and split train/test.
+
+    Each site's governance comes with it: its own ``policy.toml`` (in its folder)
+    over ``policy`` (the federation's, by default the domain's), and its privacy
+    ledger. Generated data have no ledger: nobody's privacy is spent on them.
+    """
+    policy = policy or scenario.policy
     left_out: list[dict[str, str]] = []
     if data_dir is None:
         tmp = Path(tempfile.mkdtemp(prefix=f"flsuite-{scenario.name}-"))
@@ -146,6 +161,10 @@ def prepare_data(
         progress(f"reading {data_dir} ...")
         sites = load_sites(scenario, data_dir, strict=cfg.data_mode == "strict", progress=progress, left_out=left_out)
         source = str(data_dir)
+    governance = [
+        SiteGovernance.of(site, Path(str(site.info["site_dir"])) if data_dir is not None else None, policy)
+        for site in sites
+    ]
     for site in sites:
         skipped = {k: v for k, v in dict(site.info.get("skipped", {})).items() if v}  # type: ignore[call-overload]
         if skipped:
@@ -161,10 +180,85 @@ def prepare_data(
                 f"partition={cfg.partition} does not apply to {scenario.name}: its {scenario.site_noun}s are "
                 "natural units whose data cannot be pooled and re-dealt. Use partition=natural."
             )
+        own = [g for g in governance if g.policy != policy or (g.ledger and Path(g.ledger).exists())]
+        if data_dir is not None and (own or cfg.privacy != "none"):
+            raise ConfigError(
+                f"partition={cfg.partition} pools the {scenario.site_noun}s' data and deals it out again, but "
+                + (
+                    f"{own[0].site} has its own policy or privacy ledger, which cannot follow its records."
+                    if own
+                    else "re-dealt sites have no privacy ledger to charge."
+                )
+                + " Use partition=natural with real sites."
+            )
+        consent = [g.facts.get("consent_recorded") for g in governance]
         sites = repartition(sites, cfg.partition, cfg.num_sites, cfg.partition_alpha, cfg.seed)
-        check_min_cohort(sites, scenario.policy, scenario.site_noun)
+        for site in sites:  # every record was consented if every source site recorded consent
+            site.info["consent_recorded"] = all(c is True for c in consent) if None not in consent else None
+        governance = [SiteGovernance(site.name, policy, None) for site in sites]
     splits = [scenario.split(s, cfg) for s in sites]
-    return PreparedData(source, splits, left_out)
+    for gov, split in zip(governance, splits, strict=True):
+        gov.facts = split_facts(split)
+    return PreparedData(source, splits, left_out, governance)
+
+
+def gate(
+    scenario: Scenario,
+    cfg: RunConfig,
+    params: Any,
+    governance: list[SiteGovernance],
+    federation: GovernancePolicy,
+    audit: Any = None,
+    run_id: str = "",
+) -> dict[str, Any]:
+    """The coordinator's gate: every site against the federation's policy and its own, before training.
+
+    Each decision is written to ``audit`` (an :class:`flcore.audit.AuditTrail`).
+    Returns the gate's record for results.json.
+
+    Raises
+    ------
+    GovernanceError
+        For the first refusal (all of them are in the audit trail).
+    """
+    run = run_facts(scenario, cfg, params)
+    refusals: list[Refusal] = []
+    sites: dict[str, Any] = {}
+    for gov in governance:
+        ledger = ledger_of(gov)
+        spent = ledger.spent() if ledger is not None and run.epsilon is not None else None
+        found: list[Refusal] = []
+        for policy in (federation, gov.policy) if gov.policy != federation else (federation,):
+            for r in check_site(run, policy, gov.site, spent_epsilon=spent, site_noun=scenario.site_noun, **gov.facts):
+                if (r.rule, r.site) not in {(f.rule, f.site) for f in found}:
+                    found.append(r)
+        refusals += found
+        sites[gov.site] = {
+            "policy": gov.policy.source,
+            "ledger": gov.ledger,
+            "epsilon_spent_before": spent,
+            "epsilon_budget": gov.policy.max_epsilon_total,
+            "records": gov.facts.get("records"),
+            "decision": "refuse" if found else "pass",
+        }
+    record = {
+        "run": run_id,
+        "plan": run.plan_hash,
+        "federation_policy": federation.source,
+        "privacy": run.privacy,
+        "epsilon": run.epsilon,
+        "delta": run.delta,
+        "secure_aggregation": run.secure_aggregation,
+        "decision": "refuse" if refusals else "pass",
+        "sites": sites,
+    }
+    if audit is not None:
+        audit.append("gate", by="coordinator", **record)
+        for r in refusals:
+            audit.append("refusal", run=run_id, by="coordinator", **r.to_json())
+    if refusals:
+        raise refusal_error(refusals, scenario.site_noun)
+    return record
 
 
 def score_arm(
@@ -292,14 +386,26 @@ def run_experiment(
     data_dir: Path | None = None,
     progress: Progress = print,
     workdir: Path | None = None,
+    policy: GovernancePolicy | None = None,
+    audit: Any = None,
 ) -> dict[str, Any]:
     """Run the three arms and return results.json content (validated against the schema).
 
-    The peak memory of the whole process tree (simulation workers included) is
+    Parameters
+    ----------
+    policy : GovernancePolicy, optional
+        The federation's policy (default: the domain's); each site's own
+        ``policy.toml`` applies as well.
+    audit : flcore.audit.AuditTrail, optional
+        Receives the gate's decisions, every round and the run's end.
+
+    The governance gate runs after the data are read and before any training; a
+    refusal raises :class:`GovernanceError` (exit code 2) after it is audited. The
+    peak memory of the whole process tree (simulation workers included) is
     sampled throughout and recorded under ``resources``.
     """
     with PeakMemory() as memory:
-        results = _run_arms(scenario, cfg, params, data_dir, progress, workdir)
+        results = _run_arms(scenario, cfg, params, data_dir, progress, workdir, policy or scenario.policy, audit)
     results["resources"] = memory.to_json()
     validate_results(results)
     return results
@@ -312,12 +418,26 @@ def _run_arms(
     data_dir: Path | None,
     progress: Progress,
     workdir: Path | None,
+    policy: GovernancePolicy,
+    audit: Any,
 ) -> dict[str, Any]:
     from flcore.simulation import run_federated_simulation
 
     task = scenario.make_task(params)
     primary = task.primary_metric
-    prepared = prepare_data(scenario, cfg, data_dir, progress, params)
+    cfg = resolve_privacy(cfg, policy)
+    prepared = prepare_data(scenario, cfg, data_dir, progress, params, policy)
+    check_secagg(cfg, len(prepared.splits))
+    build_strategy(cfg, len(prepared.splits))  # a strategy the federation cannot run fails here, not in round 1
+    run_id = uuid.uuid4().hex[:16]
+    gate_record = gate(scenario, cfg, params, prepared.governance, policy, audit, run_id)
+    progress(f"governance gate: passed for {len(prepared.splits)} {scenario.site_noun}s, plan {gate_record['plan']}")
+    if cfg.privacy != "none":
+        progress(
+            f"privacy: {cfg.privacy}, epsilon <= {cfg.dp_epsilon:g} at delta {cfg.dp_delta:g} per "
+            + ("record" if cfg.privacy == "dp" else scenario.site_noun)
+            + ("" if data_dir is not None else " (generated data: no privacy ledger is charged)")
+        )
     splits = prepared.splits
     rounds = cfg.num_server_rounds
     listed = ", ".join(f"{s.name} ({len(s.train)} train / {len(s.test)} test)" for s in splits[:8])
@@ -343,7 +463,15 @@ def _run_arms(
     t0 = time.perf_counter()
     try:
         outcome = run_federated_simulation(
-            scenario.name, cfg, params, splits, workdir, on_round=_round_line(rounds, primary, progress)
+            scenario.name,
+            cfg,
+            params,
+            splits,
+            workdir,
+            on_round=_round_line(rounds, primary, progress),
+            governance=prepared.governance,
+            run_id=run_id,
+            audit=audit,
         )
     finally:
         if own_workdir:
@@ -363,8 +491,14 @@ def _run_arms(
         bytes_received=monitor.bytes_received,
         participation=participation(monitor.rounds, [s.name for s in splits], cfg.local_epochs),
         compression=_compression(monitor.rounds, cfg),
+        privacy=outcome.privacy,
     )
     _show_arm("federated", federated, primary, progress)
+    if cfg.privacy != "none" and outcome.privacy.get("epsilon") is not None:
+        progress(
+            f"      privacy spent: epsilon {outcome.privacy['epsilon']:.4f} at delta {cfg.dp_delta:g} "
+            f"({outcome.privacy['accountant']}); baselines train without DP"
+        )
     if cfg.fraction_train < 1.0 or cfg.dropout_rate > 0:
         part, eps = federated["participation"], federated["participation"]["epochs_per_site"]
         progress(
@@ -425,7 +559,19 @@ def _run_arms(
         },
         "arms": {"federated": federated, "centralised": centralised, "local_only": local_only},
         "comparison": compare(federated, centralised, local_only, primary),
+        "governance": gate_record,
     }
+    if audit is not None:
+        audit.append(
+            "run-end",
+            run=run_id,
+            model=monitor.rounds[-1].aggregate_hash if monitor.rounds else None,
+            metric=primary,
+            federated=federated["union"].get(primary),
+            epsilon=outcome.privacy.get("epsilon"),
+        )
+        seq, head = audit.head()
+        gate_record["audit"] = {"path": str(audit.path), "entries": seq, "head": head}
     return clean(results)
 
 

@@ -38,3 +38,12 @@ SPECIFICITY = "specificity"
 THRESHOLD = "threshold"  # operating point chosen on validation data
 PRECISION = "precision"
 F1 = "f1"
+
+# Governance and privacy.
+RUN_ID = "run-id"  # ConfigRecord: the run's id (privacy ledgers and audit entries refer to it)
+PLAN_HASH = "plan-hash"  # ConfigRecord: the coordinator's hash of the training plan
+REFUSAL = "refusal"  # ConfigRecord in a site's reply: the rules it refuses the run under, as JSON
+DP_EPSILON = "dp-epsilon"  # MetricRecord: epsilon a site has spent so far in this run
+UPDATE_NORM = "update-norm"  # MetricRecord: L2 norm of a site's update in a round
+UNIT_WEIGHT = "unit-weight"  # MetricRecord: 1 for every site (equal weights, as accounted client-level DP needs)
+QUERY_RUN_END = "run_end"  # query message after the last round: sites settle their privacy ledgers

@@ -8,12 +8,14 @@ function, so per-site metrics are kept alongside Flower's weighted averages.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.common.serde import recorddict_to_proto
@@ -48,6 +50,8 @@ class RoundRecord:
     per_site_evaluate: dict[str, dict[str, float]] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     wall_time_s: float = 0.0
+    epsilon: float | None = None
+    aggregate_hash: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         def clean(d: dict[str, float]) -> dict[str, float | None]:
@@ -67,6 +71,8 @@ class RoundRecord:
             "bytes_received_train": self.bytes_received_train,
             "sites_trained": sorted(self.per_site_train),
             "wall_time_s": round(self.wall_time_s, 4),
+            "epsilon": self.epsilon,
+            "aggregate_hash": self.aggregate_hash,
             "train": clean(self.train),
             "evaluate": clean(self.evaluate),
             "per_site_evaluate": {s: clean(m) for s, m in sorted(self.per_site_evaluate.items())},
@@ -113,6 +119,10 @@ class FederationMonitor:
         self.setup_bytes_received = 0
         self.on_round = on_round
         self._current: RoundRecord | None = None
+        #: Each site's epsilon so far in this run (sample-level DP, reported by the sites).
+        self.site_epsilon: dict[str, float] = {}
+        #: The client-level DP wrapper's accounting (``spent_epsilon()``), when on.
+        self.client_privacy: Any = None
 
     # -- called by MonitoredGrid -------------------------------------------------
     def record_exchange(
@@ -143,6 +153,9 @@ class FederationMonitor:
             rec.replies = len(replies) - len(failed)
             rec.bytes_sent_train += bytes_out
             rec.bytes_received_train += bytes_in
+        elif message_type == "train-secagg":
+            rec.bytes_sent_train += bytes_out
+            rec.bytes_received_train += bytes_in
         elif message_type == "evaluate":
             rec.evaluate_sampled = sent
             rec.evaluate_replies = len(replies) - len(failed)
@@ -161,6 +174,10 @@ class FederationMonitor:
         if rec is not None:
             per_site = rec.per_site_train if phase == "train" else rec.per_site_evaluate
             per_site.update({_site_of(r): _flat(r) for r in records})
+            if phase == "train":
+                for site, m in per_site.items():
+                    if keys.DP_EPSILON in m:
+                        self.site_epsilon[site] = max(self.site_epsilon.get(site, 0.0), m[keys.DP_EPSILON])
             setattr(rec, phase, _flat(RecordDict({keys.METRICS: agg})))
         return agg
 
@@ -169,6 +186,11 @@ class FederationMonitor:
         if server_round == 0 or self._current is None:
             return None
         self._current.wall_time_s = time.perf_counter() - self._current.started
+        self._current.aggregate_hash = arrays_digest(arrays)
+        if self.client_privacy is not None:
+            self._current.epsilon = self.client_privacy.spent_epsilon()
+        elif self.site_epsilon:
+            self._current.epsilon = max(self.site_epsilon.values())
         if self.on_round is not None:
             self.on_round(self._current)
         return None
@@ -180,6 +202,16 @@ class FederationMonitor:
     @property
     def bytes_received(self) -> int:
         return self.setup_bytes_received + sum(r.bytes_received for r in self.rounds)
+
+
+def arrays_digest(arrays: ArrayRecord) -> str:
+    """``sha256:...`` over a model's arrays (names, dtypes, shapes and bytes, in order)."""
+    h = hashlib.sha256()
+    for name, arr in arrays.items():
+        a = np.ascontiguousarray(arr.numpy())  # type: ignore[union-attr]
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return "sha256:" + h.hexdigest()
 
 
 def _flat(record: RecordDict) -> dict[str, float]:
@@ -235,7 +267,9 @@ class MonitoredGrid(Grid):
         bytes_out = 0
         round_no: int | None = None
         message_type = ""
+        secagg_stage = False
         for m in messages:
+            secagg_stage |= "secaggplus_configs" in m.content.config_records
             key = id(m.content)
             if key not in sizes:  # strategies send one RecordDict to many nodes
                 sizes[key] = message_bytes(m.content)
@@ -244,6 +278,9 @@ class MonitoredGrid(Grid):
             for cfg in m.content.config_records.values():
                 if keys.SERVER_ROUND in cfg:
                     round_no = int(cfg[keys.SERVER_ROUND])  # type: ignore[arg-type]
+        if secagg_stage and round_no is None and messages and messages[0].metadata.group_id.isdigit():
+            # SecAgg+'s key-exchange and unmasking stages: the round is the group id; only bytes count
+            round_no, message_type = int(messages[0].metadata.group_id), "train-secagg"
         started = time.perf_counter()
         replies = list(self._inner.send_and_receive(messages, timeout=timeout))
         bytes_in = sum(message_bytes(r.content) for r in replies if not r.has_error())

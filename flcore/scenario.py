@@ -62,6 +62,10 @@ class Scenario:
         devices, wrong for three hospitals.
     repartition : bool
         Whether ``partition=dirichlet|quantity`` may re-split pooled data into sites.
+    privacy_defaults : mapping
+        Recommended settings per ``privacy`` mode (e.g. under ``dp``: fewer, larger
+        steps), applied over ``run_defaults`` when that mode is chosen and before the
+        user's own settings.
     """
 
     name: str
@@ -78,6 +82,7 @@ class Scenario:
     generation_settings: tuple[str, ...] = ()
     leave_out_unusable: bool = False
     repartition: bool = True
+    privacy_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def split(self, site: SiteData, cfg: RunConfig) -> SiteSplit:
         """Hold out a site's test (and validation) data the way this scenario requires."""
@@ -111,7 +116,11 @@ class Scenario:
                 f"Unknown setting '{unknown[0]}' for scenario {self.name}. Valid settings: "
                 f"{', '.join(sorted(set(run_keys) | set(param_keys)))}."
             )
-        cfg = apply_settings(self.default_run_config(), run_vals, owner=f"scenario {self.name}")
+        base = self.default_run_config()
+        mode = str(run_vals.get("privacy", base.privacy))
+        if mode in self.privacy_defaults:
+            base = apply_settings(base, self.privacy_defaults[mode], owner=f"scenario {self.name} ({mode})")
+        cfg = apply_settings(base, run_vals, owner=f"scenario {self.name}")
         params = apply_settings(self.params, param_vals, owner=f"scenario {self.name}")
         return validate(cfg), validate(params)
 

@@ -14,11 +14,13 @@ from flcore.app import (
     FederationPlan,
     make_client_app,
     make_server_app,
+    prepared_governance,
     prepared_site_loader,
     save_split,
 )
 from flcore.data import SiteSplit
 from flcore.monitor import RoundRecord
+from flcore.siteguard import SiteGovernance
 
 QUIET_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -46,13 +48,19 @@ def run_federated_simulation(
     splits: list[SiteSplit],
     workdir: Path,
     on_round: Callable[[RoundRecord], None] | None = None,
+    governance: list[SiteGovernance] | None = None,
+    run_id: str | None = None,
+    audit: Any = None,
 ) -> FederationOutcome:
     """Train the federated arm with one virtual SuperNode per site.
 
     Each site's split is written to ``workdir`` as ``.npz``; virtual node
     ``partition-id = i`` reads split ``i``. Clients get ``cfg.num_cpus_per_client``
     CPUs from Ray (and as many torch threads), so on a 2-core machine two sites
-    train at once.
+    train at once. ``governance[i]`` is site ``i``'s policy and ledger, which its
+    ClientApp enforces by itself (default: the scenario's policy, no ledger);
+    ``audit`` (an :class:`flcore.audit.AuditTrail`) receives the sites' gate
+    decisions and every round.
     """
     quiet_environment()
     from flwr.simulation import run_simulation
@@ -64,7 +72,15 @@ def run_federated_simulation(
         save_split(split, path)
         paths.append(str(path))
 
-    plan = FederationPlan(scenario, cfg, params, num_sites=len(splits), on_round=on_round)
+    plan = FederationPlan(scenario, cfg, params, num_sites=len(splits), on_round=on_round, audit=audit)
+    if run_id:
+        plan.run_id = run_id
+    if governance is None:
+        from flcore import scenario as registry
+        from flcore.siteguard import split_facts
+
+        policy = registry.get(scenario).policy
+        governance = [SiteGovernance(s.name, policy, None, split_facts(s)) for s in splits]
     outcome = FederationOutcome()
     cpus = max(1, os.cpu_count() or 1)
     backend_config = {
@@ -77,6 +93,7 @@ def run_federated_simulation(
             load_site=prepared_site_loader(paths),
             torch_threads=max(1, int(cfg.num_cpus_per_client)),
             simulate_dropout=cfg.dropout_rate > 0,
+            governance=prepared_governance(governance),
         ),
         num_supernodes=len(splits),
         backend_config=backend_config,  # type: ignore[arg-type]

@@ -14,7 +14,8 @@ from typing import Any
 from flcore import scenario as scenario_registry
 from flcore.data import DomainAdapter
 from flcore.exceptions import DataValidationError, FlsuiteUserError, UnknownNameError
-from flcore.governance import Finding, GovernanceError, GovernancePolicy, check_min_cohort
+from flcore.governance import Finding, GovernanceError, GovernancePolicy, check_min_cohort, ledger_path, site_policy
+from flcore.ledger import PrivacyLedger
 
 
 @dataclass
@@ -29,6 +30,7 @@ class SiteReport:
     problems: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -58,6 +60,7 @@ class CheckReport:
             lines += [f"  skipped: {p}" for p in s.problems]
             lines += [f"  identifier: {f}" for f in s.findings]
             lines += [f"  error: {e}" for e in s.errors]
+            lines += [f"  note: {n}" for n in s.notes]
         n_find = sum(len(s.findings) for s in self.sites)
         n_err = sum(len(s.errors) for s in self.sites)
         if self.ok:
@@ -122,7 +125,19 @@ def check_sites(domain: str, data: Path, strict: bool = True) -> CheckReport:
             if scan is None:
                 report.findings = list(site.info.get("identifier_findings", []))  # type: ignore[call-overload]
             try:
-                check_min_cohort([site], policy, noun)
+                own = site_policy(folder, policy)  # the site's policy.toml over the domain's defaults
+                check_min_cohort([site], own, noun)
+                if own.require_consent and site.info.get("consent_recorded") is False:
+                    report.errors.append(
+                        f"Governance rule 'consent' ({own.source}): the data record no consent per record; "
+                        "add a consent column (yes/no) from the consent register."
+                    )
+                ledger = ledger_path(folder, own)
+                if ledger is not None and ledger.exists() and own.max_epsilon_total is not None:
+                    spent = PrivacyLedger(ledger, folder.name).spent()
+                    report.notes.append(
+                        f"privacy budget: {spent:.4g} of {own.max_epsilon_total:g} epsilon spent ({ledger})"
+                    )
             except GovernanceError as err:
                 report.errors.append(str(err))
         reports.append(report)

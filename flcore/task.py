@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from torch import nn
@@ -13,6 +13,9 @@ from flcore import keys, metrics
 from flcore.config import RunConfig
 from flcore.data import FeatureStats, SiteData
 from flcore.training import bce_loss, fit_binary, fit_reconstruction, lr_at, predict_proba, predict_scores
+
+if TYPE_CHECKING:
+    from flcore.privacy import DpSgd
 
 
 class Task(Protocol):
@@ -42,8 +45,12 @@ class Task(Protocol):
         num_rounds: int,
         seed: int,
         proximal_mu: float = 0.0,
+        dp: DpSgd | None = None,
     ) -> dict[str, float]:
-        """Train for ``num_rounds * cfg.local_epochs`` epochs starting at ``first_round``."""
+        """Train for ``num_rounds * cfg.local_epochs`` epochs starting at ``first_round``.
+
+        With ``dp``, training is sample-level DP-SGD and ``dp.steps`` advances.
+        """
         ...
 
     def predict(self, model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -105,6 +112,7 @@ class BinaryClassificationTask:
         num_rounds: int,
         seed: int,
         proximal_mu: float = 0.0,
+        dp: DpSgd | None = None,
     ) -> dict[str, float]:
         epochs = num_rounds * cfg.local_epochs
         loss = fit_binary(
@@ -118,6 +126,7 @@ class BinaryClassificationTask:
             seed=seed,
             proximal_mu=proximal_mu,
             augment=self.augment,
+            dp=dp,
         )
         return {"train-loss": loss}
 
@@ -175,6 +184,10 @@ class AnomalyDetectionTask:
     def init_model(self, stats: FeatureStats, seed: int) -> nn.Module:
         return _seeded(self.build, stats, seed)
 
+    def training_records(self, data: SiteData) -> int:
+        """Records :meth:`fit` trains on: the normal ones (DP-SGD samples from these)."""
+        return int((np.asarray(data.y) == 0).sum())
+
     def fit(
         self,
         model: nn.Module,
@@ -185,6 +198,7 @@ class AnomalyDetectionTask:
         num_rounds: int,
         seed: int,
         proximal_mu: float = 0.0,
+        dp: DpSgd | None = None,
     ) -> dict[str, float]:
         normal = data.x[np.asarray(data.y) == 0]  # training data are normal; a labelled fault never trains
         loss = fit_reconstruction(
@@ -195,6 +209,7 @@ class AnomalyDetectionTask:
             lr_for_epoch=_lr_schedule(cfg, first_round),
             seed=seed,
             proximal_mu=proximal_mu,
+            dp=dp,
         )
         return {"train-loss": loss}
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -10,6 +12,9 @@ from torch import nn
 
 from flcore.config import RunConfig
 from flcore.data import FeatureStats
+
+if TYPE_CHECKING:
+    from flcore.privacy import DpSgd
 
 
 class Standardize(nn.Module):
@@ -49,6 +54,7 @@ def fit_binary(
     seed: int,
     proximal_mu: float = 0.0,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    dp: DpSgd | None = None,
 ) -> float:
     """Train ``model`` (logit output) with SGD on weighted binary cross-entropy.
 
@@ -73,6 +79,9 @@ def fit_binary(
     augment : callable, optional
         ``augment(batch, generator)`` returns an augmented copy of a training batch
         (for images: flips, shifts); seeded by ``generator``.
+    dp : DpSgd, optional
+        Sample-level DP-SGD: Poisson-sampled batches, per-record clipping and noise
+        (replaces ``cfg.clip-norm`` clipping); its step count is advanced.
 
     Returns
     -------
@@ -89,7 +98,7 @@ def fit_binary(
         batch = xt[idx] if augment is None else augment(xt[idx], gen)
         return loss_fn(model(batch), yt[idx])
 
-    return _train_loop(model, len(yt), cfg, epochs, lr_for_epoch, seed, proximal_mu, batch_loss)
+    return _train_loop(model, len(yt), cfg, epochs, lr_for_epoch, seed, proximal_mu, batch_loss, dp)
 
 
 def fit_reconstruction(
@@ -101,6 +110,7 @@ def fit_reconstruction(
     lr_for_epoch: Callable[[int], float],
     seed: int,
     proximal_mu: float = 0.0,
+    dp: DpSgd | None = None,
 ) -> float:
     """Train an anomaly model whose forward pass returns one reconstruction error per example.
 
@@ -120,7 +130,7 @@ def fit_reconstruction(
     def batch_loss(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return model(xt[idx]).mean()
 
-    return _train_loop(model, len(xt), cfg, epochs, lr_for_epoch, seed, proximal_mu, batch_loss)
+    return _train_loop(model, len(xt), cfg, epochs, lr_for_epoch, seed, proximal_mu, batch_loss, dp)
 
 
 def _train_loop(
@@ -132,8 +142,15 @@ def _train_loop(
     seed: int,
     proximal_mu: float,
     batch_loss: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    dp: DpSgd | None = None,
 ) -> float:
-    """Shuffled mini-batch epochs over ``n`` examples minimising ``batch_loss(indices, generator)``."""
+    """Mini-batch epochs over ``n`` examples minimising ``batch_loss(indices, generator)``.
+
+    Without ``dp``: shuffled batches of ``cfg.batch_size``, gradient-norm clipping at
+    ``cfg.clip-norm``. With ``dp``: each step draws a Poisson sample of the records
+    (rate ``dp.sample_rate``), and Opacus clips every record's gradient and adds noise
+    before the step; an epoch is ``1 / rate`` steps.
+    """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -145,26 +162,48 @@ def _train_loop(
         opt = torch.optim.SGD(params, lr=lr_for_epoch(0), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     model.train()
     last = float("nan")
-    for epoch in range(epochs):
-        for group in opt.param_groups:
-            group["lr"] = lr_for_epoch(epoch)
-        order = torch.randperm(n, generator=gen)
-        total, count = 0.0, 0
-        for i in range(0, n, cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss = batch_loss(idx, gen)
-            if proximal_mu > 0:
-                prox = sum(((p - s) ** 2).sum() for p, s in zip(params, start, strict=True))
-                loss = loss + 0.5 * proximal_mu * prox
-            loss.backward()
-            if cfg.clip_norm > 0:
-                nn.utils.clip_grad_norm_(params, cfg.clip_norm)
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        last = total / count
+    context: Any = dp.attach(model, opt, n) if dp is not None else nullcontext()
+    with context as dp_opt:
+        for epoch in range(epochs):
+            for group in opt.param_groups:
+                group["lr"] = lr_for_epoch(epoch)
+            total, count = 0.0, 0
+            for idx in _batches(n, cfg.batch_size, gen, dp):
+                (dp_opt or opt).zero_grad(set_to_none=True)
+                loss = batch_loss(idx, gen)  # an empty Poisson batch still takes a (noise-only) step
+                if proximal_mu > 0 and dp_opt is None:
+                    prox = sum(((p - s) ** 2).sum() for p, s in zip(params, start, strict=True))
+                    loss = loss + 0.5 * proximal_mu * prox
+                loss.backward()
+                if dp is not None:
+                    dp.steps += 1
+                    if not dp_opt.pre_step():  # clips each record's gradient and adds the noise
+                        continue
+                    if proximal_mu > 0:  # data-independent, so it may join after privatisation
+                        with torch.no_grad():
+                            for p, s in zip(params, start, strict=True):
+                                p.grad = p.grad + proximal_mu * (p - s) if p.grad is not None else proximal_mu * (p - s)
+                elif cfg.clip_norm > 0:
+                    nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+                opt.step()
+                if len(idx):
+                    total += float(loss.detach()) * len(idx)
+                    count += len(idx)
+            last = total / count if count else float("nan")
     return last
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator, dp: DpSgd | None) -> list[torch.Tensor]:
+    """One epoch's mini-batches: a shuffled partition, or Poisson samples under DP-SGD."""
+    if dp is None:
+        order = torch.randperm(n, generator=gen)
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    from flcore.privacy import steps_per_epoch
+
+    return [
+        torch.nonzero(torch.rand(n, generator=gen) < dp.sample_rate).squeeze(1)
+        for _ in range(steps_per_epoch(dp.sample_rate))
+    ]
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,9 +15,10 @@ from pydicom.sequence import Sequence
 
 from domains.medical.deid import identifier_findings
 from domains.medical.scenario import IMAGING
+from flcore.audit import verify
 from flcore.cli import main
 from flcore.governance import GovernanceError
-from flcore.harness import load_sites
+from flcore.harness import gate, prepare_data
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 PIXELS = np.full((16, 16), 1064, dtype=np.uint16)
@@ -80,14 +82,22 @@ def test_site_check_reports_files_not_in_the_manifest_too(tmp_path: Path) -> Non
 def test_training_refuses_identifier_bearing_data(tmp_path: Path) -> None:
     hospital(tmp_path, "hospital-a")
     hospital(tmp_path, "hospital-b", identifiers_in=(3,))
+    cfg, params = IMAGING.configure({})
+    prepared = prepare_data(IMAGING, cfg, tmp_path, lambda _: None, params)
     with pytest.raises(GovernanceError, match=r"'de-identified' refuses hospital 'hospital-b'.*s03\.dcm"):
-        load_sites(IMAGING, tmp_path)
+        gate(IMAGING, cfg, params, prepared.governance, IMAGING.policy)
 
 
-def test_run_command_refuses_with_exit_2_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_command_refuses_with_exit_2_audits_and_writes_no_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     hospital(tmp_path / "data", "hospital-a")
     hospital(tmp_path / "data", "hospital-b", identifiers_in=(0,))
     out = tmp_path / "out"
     assert main(["run", "medical-three-hospitals", "--data", str(tmp_path / "data"), "--out", str(out)]) == 2
     assert "'de-identified' refuses hospital 'hospital-b'" in capsys.readouterr().err
-    assert not out.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["audit.jsonl"]  # no results, no model
+    entries = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
+    refusal = [e for e in entries if e["kind"] == "refusal"]
+    assert [(e["rule"], e["site"]) for e in refusal] == [("de-identified", "hospital-b")]
+    assert verify(out / "audit.jsonl").ok

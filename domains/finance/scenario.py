@@ -42,5 +42,7 @@ SCENARIO = Scenario(
     make_task=make_task,
     params=FinanceParams(),
     run_defaults=RECOMMENDED_RUN,
+    # Flower accounts client-level DP for plain FedAvg with equal bank weights only.
+    privacy_defaults={"client-dp": {"strategy": "fedavg"}},
     policy=DEFAULT_POLICY,
 )

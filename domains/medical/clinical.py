@@ -89,11 +89,13 @@ class ClinicalTableAdapter:
             )
         xs, ys, columns = [], [], None
         read_total, no_consent, invalid = 0, 0, 0
+        consent_recorded = True
         examples: list[str] = []
         for path in files:
             frame = read_table(path, _EXPECTED)
             n_read = len(frame)
             read_total += n_read
+            consent_recorded &= CONSENT in frame.columns
             frame, dropped = self._consented(frame, path)
             no_consent += dropped
             if not strict:
@@ -138,6 +140,7 @@ class ClinicalTableAdapter:
             info={
                 "feature_names": columns,
                 "records_read": read_total,
+                "consent_recorded": consent_recorded,
                 "skipped": {"no_consent": no_consent, "invalid": invalid},
                 "skipped_examples": examples[:_MAX_EXAMPLES],
             },

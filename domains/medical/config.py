@@ -83,3 +83,17 @@ RECOMMENDED_CLINICAL_RUN = {
     "test-fraction": 0.3,
     "val-fraction": 0.2,
 }
+
+#: Under ``privacy=dp`` (sample-level DP-SGD, epsilon <= 1 per run): each step's noise is
+#: fixed by the number of steps, so the run takes fewer, larger ones: 10 rounds of one
+#: epoch, expected batches of 64 (Poisson-sampled), a larger learning rate, per-record
+#: clipping at 1. Measured on the Wisconsin hospitals (README): ROC-AUC 0.98 at
+#: epsilon 1 against 0.99 without DP; with the non-DP schedule (60 epochs) the noise
+#: needed for epsilon 1 drowns the signal (0.82).
+DP_CLINICAL_RUN = {
+    "num-server-rounds": 10,
+    "local-epochs": 1,
+    "batch-size": 64,
+    "learning-rate": 0.2,
+    "dp-max-grad-norm": 1.0,
+}

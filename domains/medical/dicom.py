@@ -48,7 +48,7 @@ from flcore.tables import parse_consent
 
 MANIFEST = "labels.csv"
 NOT_DICOM_SUFFIXES = frozenset({".csv", ".txt", ".md", ".json", ".tsv", ".xml", ".pdf", ".xlsx", ".npz"})
-CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
+CACHE_VERSION = 2  # bump when decoding changes, so old caches are not reused
 MAX_CACHE_ENTRIES = 32  # one entry per hospital folder and decoding setting
 
 #: Window (center, width) used when a file names none: CT soft tissue; other
@@ -179,6 +179,7 @@ class _Scan:
     problems: list[Problem] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     no_consent: int = 0
+    consent_recorded: bool = False
 
 
 class DicomAdapter:
@@ -296,7 +297,8 @@ class DicomAdapter:
         frame = self._manifest(site_dir)
         scan = _Scan()
         manifest = site_dir / MANIFEST
-        if "consent" in frame.columns:
+        scan.consent_recorded = "consent" in frame.columns
+        if scan.consent_recorded:
             consented = parse_consent(frame["consent"], manifest)
             scan.no_consent = int((~consented).sum())
             frame = frame[consented]
@@ -506,6 +508,7 @@ class DicomAdapter:
             {
                 "files": kept,
                 "skipped": dict(counts),
+                "consent_recorded": scan.consent_recorded,
                 "skipped_examples": [str(p) for p in scan.problems],
                 "identifier_findings": scan.findings,
             },

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from domains.medical.clinical import ClinicalTableAdapter
 from domains.medical.config import (
+    DP_CLINICAL_RUN,
     IMAGE_SIZE,
     RECOMMENDED_CLINICAL_RUN,
     RECOMMENDED_IMAGING_RUN,
@@ -92,4 +93,5 @@ CLINICAL = Scenario(
     params=ClinicalParams(),
     run_defaults=RECOMMENDED_CLINICAL_RUN,
     policy=DEFAULT_POLICY,
+    privacy_defaults={"dp": DP_CLINICAL_RUN},
 )

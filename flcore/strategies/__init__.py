@@ -17,9 +17,11 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
+from flcore import keys
 from flcore.compression import CompressedUpdates
 from flcore.config import RunConfig
 from flcore.exceptions import ConfigError, UnknownNameError
+from flcore.strategies.dp import ClientLevelDp
 from flcore.strategies.sizeweighted import FedAvgSizeWeighted
 
 
@@ -126,7 +128,9 @@ def build_strategy(cfg: RunConfig, num_sites: int, **flower_kwargs: Any) -> Stra
     ConfigError
         If the federation is too small for the strategy.
 
-    With ``update-compression`` other than ``none`` the strategy is wrapped in
+    With ``privacy=client-dp`` the FedAvg strategy (equal site weights) is wrapped in
+    Flower's ``DifferentialPrivacyServerSideFixedClipping`` with its RDP accountant
+    (:class:`ClientLevelDp`). With ``update-compression`` other than ``none`` the strategy is wrapped in
     :class:`flcore.compression.CompressedUpdates` (its partner, ``compression_mod``,
     is in every ClientApp).
     """
@@ -148,10 +152,19 @@ def build_strategy(cfg: RunConfig, num_sites: int, **flower_kwargs: Any) -> Stra
         "min_available_nodes": num_sites,
         **flower_kwargs,
     }
+    if cfg.privacy == "client-dp":
+        if cfg.strategy != "fedavg":
+            raise ConfigError(
+                f"privacy=client-dp needs strategy=fedavg, not {cfg.strategy}: Flower accounts client-level DP "
+                "only for plain FedAvg with equal site weights. Use --strategy fedavg, or privacy=dp."
+            )
+        kwargs["weighted_by_key"] = keys.UNIT_WEIGHT
     try:
         strategy = spec.build(cfg, kwargs)
     except ValueError as err:  # Flower's own parameter checks
         raise ConfigError(f"Strategy '{cfg.strategy}': {err}") from None
+    if cfg.privacy == "client-dp":
+        strategy = ClientLevelDp.wrap(strategy, cfg, num_sites, per_round)
     if cfg.update_compression != "none":
         strategy = CompressedUpdates(strategy, cfg.update_compression, compress_broadcast=cfg.compress_broadcast)
     return strategy
