@@ -41,7 +41,7 @@ from flcore.governance import GovernanceError, Refusal, refusal_error
 from flcore.monitor import FederationMonitor, MonitoredGrid, RoundRecord
 from flcore.privacy import steps_per_epoch
 from flcore.secagg import RUN_JSON, check_secagg, is_secagg_fit, run_secagg_rounds, secagg_client_mod, secagg_fit
-from flcore.siteguard import SiteGovernance, admit, ledger_of, run_facts, site_dp, split_facts
+from flcore.siteguard import SiteGovernance, admit, ledger_of, resolve_privacy, run_facts, site_dp, split_facts
 from flcore.strategies import build_strategy
 
 # --------------------------------------------------------------------------------------
@@ -286,6 +286,32 @@ def refusals_in(reply: Message) -> list[Refusal]:
 
 _ADMITTED: set[tuple[str, str]] = set()  # (run id, site) already through the site's gate in this process
 _DP_STATE = "flsuite-dp"
+_PLAN_STATE = "flsuite-plan"
+
+
+def _pin_plan(context: Context, run_id: str, plan: str, site: str, gov: SiteGovernance) -> None:
+    """The first plan a site serves in a run is the run's plan: a later message may not change it.
+
+    (The noise a site calibrated, and the epsilon it reserved, hold only for that plan.)
+    """
+    record = context.state.config_records.get(_PLAN_STATE) or ConfigRecord()
+    pinned = str(record.get(run_id, plan))
+    if pinned != plan:
+        raise _Refused(
+            [
+                Refusal(
+                    "plan-changed",
+                    site,
+                    gov.policy.source,
+                    f"run {run_id} started under plan {pinned}, this message asks for {plan}.",
+                    "A plan cannot change during a run; start a new run under the new plan.",
+                )
+            ]
+        )
+    record[run_id] = plan
+    context.state[_PLAN_STATE] = record
+
+
 DP_NOISE = "dp-noise-multiplier"
 
 
@@ -344,11 +370,13 @@ def make_client_app(
         split = load_site(context, cfg) if load_site else _folder_site_loader(context, cfg, scenario)
         gov = (governance or _folder_governance)(context, cfg, scenario, split)
         run_id = str(config.get(keys.RUN_ID, "unspecified"))
+        run = run_facts(scenario, cfg, params)
         if (run_id, split.name) not in _ADMITTED:
-            refusals = admit(gov, run_facts(scenario, cfg, params), run_id, scenario.site_noun)
+            refusals = admit(gov, run, run_id, scenario.site_noun)
             if refusals:
                 raise _Refused(refusals)
             _ADMITTED.add((run_id, split.name))
+        _pin_plan(context, run_id, run.plan_hash, split.name, gov)
         return scenario, cfg, params, split, gov, run_id
 
     def model_from(task: Any, split: SiteSplit, arrays: ArrayRecord) -> Any:
@@ -390,7 +418,8 @@ def make_client_app(
             dp = site_dp(cfg, n, dp_steps(context, run_id))
             spent, noise = dp.epsilon(), dp.noise_multiplier
         elif cfg.privacy == "client-dp":
-            spent = float(conf.get(keys.DP_EPSILON, cfg.dp_epsilon))  # type: ignore[union-attr,arg-type]
+            # Central DP: the noise is the coordinator's, which the site cannot check; it stays charged in full.
+            spent = max(cfg.dp_epsilon, float(conf.get(keys.DP_EPSILON, 0.0)))  # type: ignore[union-attr,arg-type]
         ledger = ledger_of(gov)
         if ledger is not None and cfg.privacy != "none":
             ledger.record(run_id, spent, final=True)
@@ -595,12 +624,17 @@ def run_federation(grid: Grid, plan: FederationPlan, context: Context | None = N
     mgrid = MonitoredGrid(grid, monitor)
     node_ids = sorted(_wait_for_nodes(grid, plan.num_sites, plan.connect_timeout_s))
     common = _common_config(plan)
+    # Settings the federation cannot run fail before any site reserves budget for the run.
+    check_secagg(cfg, plan.num_sites)
+    if cfg.secure_aggregation == "none":
+        build_strategy(cfg, plan.num_sites)
     try:
         stats, names, site_counts = collect_feature_stats(mgrid, node_ids, common, timeout=plan.connect_timeout_s)
     except GovernanceError as err:
         if plan.audit is not None:
             for r in err.refusals:
                 plan.audit.append("refusal", run=plan.run_id, by="site", **r.to_json())
+        _end_run(mgrid, node_ids, plan, monitor)  # sites that admitted the run settle it at what it spent: 0
         raise refusal_error(err.refusals, scenario.site_noun) from None
     mgrid.name_nodes(names)
     sites = sorted(names.values())
@@ -739,6 +773,7 @@ def plan_from_run_config(run_config: dict[str, Any]) -> tuple[FederationPlan, Pa
     scenario = scenario_registry.get(str(run_config.get("scenario", "finance-five-banks")))
     values = {k: v for k, v in run_config.items() if k in settings_of(RunConfig) or k in settings_of(scenario.params)}
     cfg, params = scenario.configure(values)
+    cfg = resolve_privacy(cfg, scenario.policy)
     num_sites = int(run_config.get("num-sites-expected", 0)) or len(
         list_site_dirs(_data_root(scenario, str(run_config.get("data-dir", "")), cfg.seed), scenario.adapter)
     )

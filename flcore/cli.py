@@ -131,6 +131,11 @@ def _governance_args(sc: Any, args: argparse.Namespace, out: Path) -> tuple[Any,
     from flcore.governance import load_policy
 
     policy = load_policy(args.policy, sc.policy) if args.policy else sc.policy
+    if args.policy and policy.ledger != sc.policy.ledger:
+        raise ConfigError(
+            f"{args.policy} sets 'ledger': a privacy ledger belongs to one site. Set it in that site's own "
+            "policy.toml, not in the federation's policy."
+        )
     path = Path(args.audit) if args.audit else out / "audit.jsonl"
     return policy, (AuditTrail(path) if policy.audit_trail or args.audit else None)
 

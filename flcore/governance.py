@@ -380,6 +380,13 @@ def check_site(
             "the run has no differential privacy; the policy requires it.",
             "Run with --set privacy=dp (sample-level DP-SGD).",
         )
+    if run.privacy != "none" and not (run.epsilon and run.epsilon > 0 and run.delta and 0 < run.delta < 1):
+        refuse(
+            "dp-parameters",
+            f"the run asks for {run.privacy} with epsilon {run.epsilon} and delta {run.delta}; both must be "
+            "positive (and delta below 1).",
+            "Set dp-epsilon and dp-delta, or leave them at 0 so that the policy's values apply.",
+        )
     if run.epsilon is not None:
         if policy.max_epsilon_per_run is not None and run.epsilon > policy.max_epsilon_per_run * (1 + 1e-9):
             refuse(

@@ -64,11 +64,20 @@ class PrivacyLedger:
     def runs(self) -> int:
         return len(self.entries())
 
-    def reserve(self, run_id: str, epsilon: float, delta: float, plan: str, mode: str) -> None:
-        """Charge a run's planned epsilon before it trains (a second call for the same run is a no-op)."""
+    def reserve(
+        self, run_id: str, epsilon: float, delta: float, plan: str, mode: str, budget: float | None = None
+    ) -> bool:
+        """Charge a run's planned epsilon before it trains; False (nothing charged) if it would pass ``budget``.
+
+        The check and the charge happen under one lock, so two runs starting at once
+        cannot both fit in what is left. A second call for the same run is a no-op.
+        """
         with self._locked() as entries:
             if any(e["run"] == run_id for e in entries):
-                return
+                return True
+            charged = sum(e["epsilon"] if e["status"] == "spent" else max(e["reserved"], e["epsilon"]) for e in entries)
+            if budget is not None and charged + epsilon > budget + 1e-9:
+                return False
             entries.append(
                 {
                     "run": run_id,
@@ -80,13 +89,15 @@ class PrivacyLedger:
                     "delta": float(delta),
                 }
             )
+        return True
 
     def record(self, run_id: str, epsilon: float, final: bool = False) -> None:
         """Record what a run has spent so far; ``final`` settles it (the reservation no longer counts)."""
         with self._locked() as entries:
             for e in entries:
                 if e["run"] == run_id:
-                    e["epsilon"] = float(epsilon)
+                    # Never lower what is recorded (a site that lost its step count must not under-report).
+                    e["epsilon"] = max(float(e["epsilon"]), float(epsilon))
                     if final:
                         e["status"] = "spent"
                     return

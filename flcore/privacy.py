@@ -146,7 +146,7 @@ class DpSgd:
         }
 
     @contextmanager
-    def attach(self, model: Any, optimizer: Any, n: int) -> Iterator[Any]:
+    def attach(self, model: Any, optimizer: Any, n: int, generator: Any = None) -> Iterator[Any]:
         """Wrap ``optimizer`` in Opacus's ``DPOptimizer`` over ``model`` for one training call.
 
         Yields the ``DPOptimizer``. Per step the caller runs ``zero_grad()``, the
@@ -154,6 +154,8 @@ class DpSgd:
         gradient, adds the noise and leaves the private gradient in ``p.grad`` (so
         that data-independent terms, such as FedProx's proximal gradient, may be
         added), then ``optimizer.step()``; and counts the step in ``steps``. The
+        noise comes from ``generator``, which must be secretly seeded: whoever can
+        reproduce the noise can remove it. The
         per-sample hooks are removed afterwards; the model keeps its parameters and
         state-dict keys.
         """
@@ -167,6 +169,7 @@ class DpSgd:
             max_grad_norm=self.max_grad_norm,
             expected_batch_size=max(1, round(self.sample_rate * n)),
             loss_reduction="mean",
+            generator=generator,
         )
         try:
             with warnings.catch_warnings():

@@ -123,8 +123,28 @@ def admit(gov: SiteGovernance, run: RunFacts, run_id: str, site_noun: str = "sit
         mine = next((e for e in entries if e["run"] == run_id), None)
         spent = ledger.spent() - (mine["reserved"] if mine and mine["status"] != "spent" else 0.0)
     refusals = check_site(run, gov.policy, gov.site, spent_epsilon=spent, site_noun=site_noun, **gov.facts)
+    if mine is not None and mine["plan"] != run.plan_hash:
+        refusals.append(
+            Refusal(
+                "plan-changed",
+                gov.site,
+                gov.policy.source,
+                f"run {run_id} was admitted under plan {mine['plan']}, this message asks for {run.plan_hash}.",
+                "A plan cannot change during a run; start a new run under the new plan.",
+            )
+        )
     if not refusals and ledger is not None and run.epsilon is not None and mine is None:
-        ledger.reserve(run_id, run.epsilon, run.delta or 0.0, run.plan_hash, run.privacy)
+        budget = gov.policy.max_epsilon_total
+        if not ledger.reserve(run_id, run.epsilon, run.delta or 0.0, run.plan_hash, run.privacy, budget):
+            refusals.append(
+                Refusal(
+                    "max-epsilon-total",
+                    gov.site,
+                    gov.policy.source,
+                    f"another run reserved the budget first: epsilon {run.epsilon:g} no longer fits in {budget:g}.",
+                    "Wait for the other run to settle, then plan within what is left.",
+                )
+            )
     return refusals
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
@@ -162,13 +163,16 @@ def _train_loop(
         opt = torch.optim.SGD(params, lr=lr_for_epoch(0), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     model.train()
     last = float("nan")
-    context: Any = dp.attach(model, opt, n) if dp is not None else nullcontext()
+    # DP noise and Poisson samples come from a secret seed: the run's seed is known to the coordinator,
+    # which could otherwise regenerate the noise and subtract it from the update.
+    private = torch.Generator().manual_seed(secrets.randbits(63)) if dp is not None else gen
+    context: Any = dp.attach(model, opt, n, private) if dp is not None else nullcontext()
     with context as dp_opt:
         for epoch in range(epochs):
             for group in opt.param_groups:
                 group["lr"] = lr_for_epoch(epoch)
             total, count = 0.0, 0
-            for idx in _batches(n, cfg.batch_size, gen, dp):
+            for idx in _batches(n, cfg.batch_size, private, dp):
                 (dp_opt or opt).zero_grad(set_to_none=True)
                 loss = batch_loss(idx, gen)  # an empty Poisson batch still takes a (noise-only) step
                 if proximal_mu > 0 and dp_opt is None:

@@ -609,3 +609,45 @@ def test_repartitioned_real_sites_still_answer_to_their_own_policies(tmp_path: P
     with pytest.raises((GovernanceError, ConfigError)):
         prepared = prepare_data(CLINICAL, cfg, data, quiet, params, federation)
         gate(CLINICAL, cfg, params, prepared.governance, federation)
+
+
+# --------------------------------------------------------------------------------------
+# A coordinator cannot change the terms of a run once a site admitted it
+# --------------------------------------------------------------------------------------
+
+
+def test_dp_without_a_positive_epsilon_and_delta_is_refused() -> None:
+    for eps, delta in ((0.0, 1e-5), (0.5, 0.0), (None, None)):
+        found = check_site(facts(epsilon=eps, delta=delta), STRICT, "hospital-a", **GOOD_SITE)  # type: ignore[arg-type]
+        assert [r.rule for r in found] == ["dp-parameters"]
+
+
+def test_a_site_refuses_a_changed_plan_within_a_run(tmp_path: Path) -> None:
+    policy = dataclasses.replace(STRICT, max_epsilon_total=5.0)
+    gov = SiteGovernance("hospital-a", policy, str(tmp_path / "ledger.json"), dict(GOOD_SITE))
+    assert admit(gov, facts(), "run-1") == []
+    assert admit(gov, facts(), "run-1") == []  # the same plan again: fine, not charged twice
+    assert PrivacyLedger(tmp_path / "ledger.json", "hospital-a").spent() == pytest.approx(0.5)
+    changed = facts(plan_hash="sha256:" + "b" * 64)
+    assert [r.rule for r in admit(gov, changed, "run-1")] == ["approved-plan", "plan-changed"]
+
+
+def test_the_budget_check_and_the_reservation_are_one_step(tmp_path: Path) -> None:
+    ledger = PrivacyLedger(tmp_path / "ledger.json", "hospital-a")
+    assert ledger.reserve("run-1", 0.6, 1e-5, PLAN, "dp", budget=1.0)
+    assert not ledger.reserve("run-2", 0.6, 1e-5, PLAN, "dp", budget=1.0)  # would pass the budget: not charged
+    assert ledger.runs() == 1 and ledger.spent() == pytest.approx(0.6)
+    ledger.record("run-1", 0.7)
+    ledger.record("run-1", 0.1, final=True)  # a site that lost count cannot lower what was recorded
+    assert ledger.spent() == pytest.approx(0.7)
+
+
+def test_client_dp_accounts_for_the_sites_flower_really_samples() -> None:
+    from flcore.strategies import build_strategy
+    from flcore.strategies.dp import ClientLevelDp
+
+    cfg = CLINICAL.configure({"privacy": "client-dp", "fraction-train": "0.2", "min-sites": "2"})[0]
+    cfg = resolve_privacy(cfg, DEFAULT_POLICY)
+    strategy = build_strategy(cfg, 5)
+    assert isinstance(strategy, ClientLevelDp)
+    assert strategy.num_sampled_clients == 2 == strategy.plan.sampled_sites  # max(0.2 x 5, min-sites)

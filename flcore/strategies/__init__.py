@@ -164,7 +164,8 @@ def build_strategy(cfg: RunConfig, num_sites: int, **flower_kwargs: Any) -> Stra
     except ValueError as err:  # Flower's own parameter checks
         raise ConfigError(f"Strategy '{cfg.strategy}': {err}") from None
     if cfg.privacy == "client-dp":
-        strategy = ClientLevelDp.wrap(strategy, cfg, num_sites, per_round)
+        # Flower samples max(fraction x sites, min_train_nodes) sites per round.
+        strategy = ClientLevelDp.wrap(strategy, cfg, num_sites, max(per_round, min_nodes))
     if cfg.update_compression != "none":
         strategy = CompressedUpdates(strategy, cfg.update_compression, compress_broadcast=cfg.compress_broadcast)
     return strategy
