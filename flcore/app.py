@@ -34,14 +34,24 @@ from flwr.serverapp import Grid, ServerApp
 from flcore import keys
 from flcore import scenario as scenario_registry
 from flcore.compression import compression_mod
-from flcore.config import RunConfig, apply_settings, settings_of, to_dict, to_json
+from flcore.config import RunConfig, from_json, settings_of, to_dict, to_json
 from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs
 from flcore.exceptions import ConfigError, FlsuiteError
 from flcore.governance import GovernanceError, Refusal, refusal_error
+from flcore.keys import RUN_JSON
 from flcore.monitor import FederationMonitor, MonitoredGrid, RoundRecord
 from flcore.privacy import steps_per_epoch
-from flcore.secagg import RUN_JSON, check_secagg, is_secagg_fit, run_secagg_rounds, secagg_client_mod, secagg_fit
-from flcore.siteguard import SiteGovernance, admit, ledger_of, resolve_privacy, run_facts, site_dp, split_facts
+from flcore.secagg import check_secagg, is_secagg_fit, run_secagg_rounds, secagg_client_mod, secagg_fit
+from flcore.siteguard import (
+    SiteGovernance,
+    admit,
+    ledger_of,
+    plan_changed,
+    resolve_privacy,
+    run_facts,
+    site_dp,
+    split_facts,
+)
 from flcore.strategies import build_strategy
 
 # --------------------------------------------------------------------------------------
@@ -166,13 +176,9 @@ SiteGovernanceFn = Callable[[Context, RunConfig, Any, SiteSplit], SiteGovernance
 
 def _folder_governance(context: Context, cfg: RunConfig, scenario: Any, split: SiteSplit) -> SiteGovernance:
     """A deployed site's policy: the node config's ``policy`` file, else ``policy.toml`` in its folder."""
-    from flcore.governance import ledger_path, load_policy, site_policy
-
     site_dir = _site_dir(context, cfg, scenario)
     policy_file = str(context.node_config.get("policy", ""))
-    policy = load_policy(policy_file, scenario.policy) if policy_file else site_policy(site_dir, scenario.policy)
-    ledger = ledger_path(site_dir, policy)
-    return SiteGovernance(split.name, policy, str(ledger) if ledger else None, split_facts(split))
+    return SiteGovernance.of(split.name, site_dir, scenario.policy, split_facts(split), policy_file)
 
 
 def prepared_governance(items: list[SiteGovernance]) -> SiteGovernanceFn:
@@ -212,7 +218,7 @@ def _data_root(scenario: scenario_registry.Scenario, data_dir: str, seed: int) -
 
 def _decode(config: ConfigRecord) -> tuple[scenario_registry.Scenario, RunConfig, Any]:
     scenario = scenario_registry.get(str(config[keys.SCENARIO]))
-    cfg = apply_settings(RunConfig(), json.loads(str(config[RUN_JSON])))
+    cfg = from_json(RunConfig, str(config[RUN_JSON]))
     params = scenario.params_from_dict(json.loads(str(config[keys.PARAMS_JSON])))
     return scenario, cfg, params
 
@@ -297,17 +303,7 @@ def _pin_plan(context: Context, run_id: str, plan: str, site: str, gov: SiteGove
     record = context.state.config_records.get(_PLAN_STATE) or ConfigRecord()
     pinned = str(record.get(run_id, plan))
     if pinned != plan:
-        raise _Refused(
-            [
-                Refusal(
-                    "plan-changed",
-                    site,
-                    gov.policy.source,
-                    f"run {run_id} started under plan {pinned}, this message asks for {plan}.",
-                    "A plan cannot change during a run; start a new run under the new plan.",
-                )
-            ]
-        )
+        raise _Refused([plan_changed(gov, run_id, pinned, plan)])
     record[run_id] = plan
     context.state[_PLAN_STATE] = record
 

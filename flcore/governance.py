@@ -229,26 +229,6 @@ def check_min_cohort(sites: list[SiteData], policy: GovernancePolicy, site_noun:
             )
 
 
-def check_deidentified(site: SiteData, policy: GovernancePolicy, site_noun: str = "site") -> None:
-    """Refuse a site whose adapter found direct identifiers, when the policy requires de-identification.
-
-    Adapters that can hold identifiers (DICOM headers) list them in
-    ``site.info["identifier_findings"]``.
-    """
-    findings: Sequence[Finding] = site.info.get("identifier_findings", [])  # type: ignore[assignment]
-    if not policy.require_deidentified or not findings:
-        return
-    files = len({f.path for f in findings})
-    shown = "; ".join(str(f) for f in findings[:5])
-    more = f"; and {len(findings) - 5} more" if len(findings) > 5 else ""
-    raise GovernanceError(
-        f"Governance rule 'de-identified' refuses {site_noun} '{site.name}' ({site.source}): "
-        f"{len(findings)} direct identifier(s) in {files} file(s): {shown}{more}. De-identify the files "
-        "(DICOM PS3.15 basic confidentiality profile, e.g. with your PACS export's anonymiser) and run "
-        f"`flsuite site check` on the folder until it reports none."
-    )
-
-
 # --------------------------------------------------------------------------------------
 # The gate
 # --------------------------------------------------------------------------------------

@@ -27,14 +27,22 @@ from flcore import metrics
 from flcore.config import RunConfig, to_dict
 from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs
 from flcore.exceptions import ConfigError, DataValidationError
-from flcore.governance import GovernanceError, GovernancePolicy, Refusal, check_min_cohort, check_site, refusal_error
+from flcore.governance import (
+    GovernanceError,
+    GovernancePolicy,
+    Refusal,
+    check_min_cohort,
+    check_site,
+    refusal_error,
+    site_facts,
+)
 from flcore.monitor import RoundRecord
 from flcore.partition import repartition
 from flcore.resources import PeakMemory
 from flcore.results import SCHEMA_VERSION, clean, environment, now_utc, suite_version, validate_results
 from flcore.scenario import Scenario
 from flcore.secagg import check_secagg
-from flcore.siteguard import SiteGovernance, ledger_of, resolve_privacy, run_facts, split_facts
+from flcore.siteguard import SiteGovernance, ledger_of, resolve_privacy, run_facts
 from flcore.strategies import build_strategy
 from flcore.task import Task
 
@@ -162,7 +170,9 @@ def prepare_data(
         sites = load_sites(scenario, data_dir, strict=cfg.data_mode == "strict", progress=progress, left_out=left_out)
         source = str(data_dir)
     governance = [
-        SiteGovernance.of(site, Path(str(site.info["site_dir"])) if data_dir is not None else None, policy)
+        SiteGovernance.of(
+            site.name, Path(str(site.info["site_dir"])) if data_dir is not None else None, policy, site_facts(site)
+        )
         for site in sites
     ]
     for site in sites:
@@ -195,10 +205,8 @@ def prepare_data(
         sites = repartition(sites, cfg.partition, cfg.num_sites, cfg.partition_alpha, cfg.seed)
         for site in sites:  # every record was consented if every source site recorded consent
             site.info["consent_recorded"] = all(c is True for c in consent) if None not in consent else None
-        governance = [SiteGovernance(site.name, policy, None) for site in sites]
+        governance = [SiteGovernance(site.name, policy, None, site_facts(site)) for site in sites]
     splits = [scenario.split(s, cfg) for s in sites]
-    for gov, split in zip(governance, splits, strict=True):
-        gov.facts = split_facts(split)
     return PreparedData(source, splits, left_out, governance)
 
 

@@ -22,6 +22,7 @@ SEED = "seed"
 SCENARIO = "scenario"
 SITE_NAME = "site-name"
 PARAMS_JSON = "params-json"  # the domain's hyperparameters, as JSON
+RUN_JSON = "run-json"  # the run configuration (RunConfig), as JSON
 
 # Query messages (federated statistics before round 1).
 QUERY_KIND = "query"

@@ -57,9 +57,7 @@ class PrivacyLedger:
 
     def spent(self) -> float:
         """Epsilon charged so far: settled runs at what they spent, open ones at the most of reserved and spent."""
-        return float(
-            sum(e["epsilon"] if e["status"] == "spent" else max(e["reserved"], e["epsilon"]) for e in self.entries())
-        )
+        return _charged(self.entries())
 
     def runs(self) -> int:
         return len(self.entries())
@@ -75,8 +73,7 @@ class PrivacyLedger:
         with self._locked() as entries:
             if any(e["run"] == run_id for e in entries):
                 return True
-            charged = sum(e["epsilon"] if e["status"] == "spent" else max(e["reserved"], e["epsilon"]) for e in entries)
-            if budget is not None and charged + epsilon > budget + 1e-9:
+            if budget is not None and _charged(entries) + epsilon > budget + 1e-9:
                 return False
             entries.append(
                 {
@@ -123,3 +120,8 @@ class PrivacyLedger:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
+
+
+def _charged(entries: list[dict[str, Any]]) -> float:
+    """Epsilon the entries charge: settled runs at what they spent, open ones at the most of reserved and spent."""
+    return float(sum(e["epsilon"] if e["status"] == "spent" else max(e["reserved"], e["epsilon"]) for e in entries))

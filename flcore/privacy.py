@@ -23,7 +23,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from flcore.exceptions import ConfigError
@@ -191,7 +191,6 @@ class ClientDpPlan:
     population: int
     rounds: int
     delta: float
-    history: list[float] = field(default_factory=list)
 
     @classmethod
     def calibrate(

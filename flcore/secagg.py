@@ -32,11 +32,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp.typing import ClientAppCallable
 
 from flcore import keys
-from flcore.config import RunConfig, apply_settings
+from flcore.config import RunConfig, from_json
 from flcore.exceptions import ConfigError
 
-#: Config key of the run configuration (JSON), as :mod:`flcore.app` sends it.
-RUN_JSON = "run-json"
 #: ConfigRecord that marks a SecAgg+ protocol message.
 SECAGG_RECORD = "secaggplus_configs"
 #: Fit-config key carrying the model's state-dict key order (legacy parameters are an unnamed list).
@@ -124,7 +122,7 @@ def secagg_fit(msg: Message, context: Context, train_core: TrainCore) -> Message
     ]
     metrics = {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
     metrics[keys.SITE_NAME] = site  # type: ignore[assignment]
-    run = apply_settings(RunConfig(), json.loads(str(config[RUN_JSON])))
+    run = from_json(RunConfig, str(config[keys.RUN_JSON]))
     weight = secagg_weight(run, int(values[keys.NUM_EXAMPLES]))  # SecAgg+ weighs each update by this count
     fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(update), weight, metrics)  # type: ignore[arg-type]
     return Message(fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)

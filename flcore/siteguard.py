@@ -17,16 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from flcore.config import RunConfig, to_dict
-from flcore.data import SiteData, SiteSplit
+from flcore.data import SiteSplit
 from flcore.governance import (
-    Finding,
     GovernancePolicy,
     Refusal,
     RunFacts,
     check_site,
     ledger_path,
+    load_policy,
     plan_hash,
-    site_facts,
     site_policy,
     training_plan,
 )
@@ -44,24 +43,17 @@ class SiteGovernance:
     facts: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, site: SiteData, site_dir: Path | None, base: GovernancePolicy, policy_file: str = "") -> SiteGovernance:
-        """A site read from ``site_dir`` (None for generated data): its own policy file over ``base``."""
-        from flcore.governance import load_policy
+    def of(
+        cls, name: str, site_dir: Path | None, base: GovernancePolicy, facts: dict[str, Any], policy_file: str = ""
+    ) -> SiteGovernance:
+        """Site ``name`` in ``site_dir`` (None for generated data), with its policy and ledger.
 
+        The policy is ``policy_file`` if given, else the ``policy.toml`` in the site's
+        folder, over ``base``; the ledger is where that policy says.
+        """
         policy = load_policy(policy_file, base) if policy_file else site_policy(site_dir, base)
         ledger = ledger_path(site_dir, policy)
-        return cls(site.name, policy, str(ledger) if ledger else None, site_facts(site))
-
-    def to_json(self) -> dict[str, Any]:
-        facts = dict(self.facts)
-        facts["findings"] = [dataclasses.asdict(f) for f in facts.get("findings", [])]
-        return {"site": self.site, "policy": self.policy.to_json(), "ledger": self.ledger, "facts": facts}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SiteGovernance:
-        facts = dict(data["facts"])
-        facts["findings"] = [Finding(**f) for f in facts.get("findings", [])]
-        return cls(data["site"], GovernancePolicy.from_json(data["policy"]), data["ledger"], facts)
+        return cls(name, policy, str(ledger) if ledger else None, facts)
 
 
 def task_kind(scenario: Any) -> str:
@@ -86,22 +78,13 @@ def run_facts(scenario: Any, cfg: RunConfig, params: Any) -> RunFacts:
     return RunFacts(
         domain=scenario.domain,
         scenario=scenario.name,
-        task=_task_kind_cached(scenario.name, scenario),
+        task=task_kind(scenario),
         plan_hash=plan_hash(plan),
         privacy=cfg.privacy,
         epsilon=cfg.dp_epsilon if dp else None,
         delta=cfg.dp_delta if dp else None,
         secure_aggregation=cfg.secure_aggregation != "none",
     )
-
-
-def _task_kind_cached(name: str, scenario: Any) -> str:
-    if name not in _KINDS:
-        _KINDS[name] = task_kind(scenario)
-    return _KINDS[name]
-
-
-_KINDS: dict[str, str] = {}
 
 
 def ledger_of(gov: SiteGovernance) -> PrivacyLedger | None:
@@ -124,15 +107,7 @@ def admit(gov: SiteGovernance, run: RunFacts, run_id: str, site_noun: str = "sit
         spent = ledger.spent() - (mine["reserved"] if mine and mine["status"] != "spent" else 0.0)
     refusals = check_site(run, gov.policy, gov.site, spent_epsilon=spent, site_noun=site_noun, **gov.facts)
     if mine is not None and mine["plan"] != run.plan_hash:
-        refusals.append(
-            Refusal(
-                "plan-changed",
-                gov.site,
-                gov.policy.source,
-                f"run {run_id} was admitted under plan {mine['plan']}, this message asks for {run.plan_hash}.",
-                "A plan cannot change during a run; start a new run under the new plan.",
-            )
-        )
+        refusals.append(plan_changed(gov, run_id, mine["plan"], run.plan_hash))
     if not refusals and ledger is not None and run.epsilon is not None and mine is None:
         budget = gov.policy.max_epsilon_total
         if not ledger.reserve(run_id, run.epsilon, run.delta or 0.0, run.plan_hash, run.privacy, budget):
@@ -146,6 +121,17 @@ def admit(gov: SiteGovernance, run: RunFacts, run_id: str, site_noun: str = "sit
                 )
             )
     return refusals
+
+
+def plan_changed(gov: SiteGovernance, run_id: str, pinned: str, plan: str) -> Refusal:
+    """The refusal of a message that asks for another plan than the one its run started under."""
+    return Refusal(
+        "plan-changed",
+        gov.site,
+        gov.policy.source,
+        f"run {run_id} started under plan {pinned}, this message asks for {plan}.",
+        "A plan cannot change during a run; start a new run under the new plan.",
+    )
 
 
 def split_facts(split: SiteSplit) -> dict[str, Any]:
