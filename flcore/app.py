@@ -33,14 +33,16 @@ from flwr.serverapp import Grid, ServerApp
 
 from flcore import keys
 from flcore import scenario as scenario_registry
+from flcore.checkpoint import Checkpoint, CheckpointError, capture_strategy, restore_strategy, write_checkpoint
 from flcore.compression import compression_mod
 from flcore.config import RunConfig, from_json, settings_of, to_dict, to_json
 from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs
 from flcore.exceptions import ConfigError, FlsuiteError
 from flcore.governance import GovernanceError, Refusal, refusal_error
 from flcore.keys import RUN_JSON
-from flcore.monitor import FederationMonitor, MonitoredGrid, RoundRecord
+from flcore.monitor import FederationMonitor, MonitoredGrid, RoundRecord, arrays_digest
 from flcore.privacy import steps_per_epoch
+from flcore.rounds import QuorumError, run_rounds
 from flcore.secagg import check_secagg, is_secagg_fit, run_secagg_rounds, secagg_client_mod, secagg_fit
 from flcore.siteguard import (
     SiteGovernance,
@@ -52,7 +54,7 @@ from flcore.siteguard import (
     site_dp,
     split_facts,
 )
-from flcore.strategies import build_strategy
+from flcore.strategies import build_strategy, min_sites_per_round
 
 # --------------------------------------------------------------------------------------
 # Site data on the client side
@@ -380,9 +382,20 @@ def make_client_app(
         model.load_state_dict(arrays.to_torch_state_dict())
         return model
 
-    def dp_steps(context: Context, run_id: str) -> int:
+    def dp_steps(context: Context, run_id: str, config: ConfigRecord, cfg: RunConfig, n: int) -> int:
+        """DP-SGD steps this site has taken in the run.
+
+        Kept in the node's run state; a resumed run is a new Flower run with fresh
+        state, so there the site charges itself for every round before the resume,
+        whether it trained in it or not (an upper bound: never under-counts).
+        """
         state = context.state.config_records.get(_DP_STATE)
-        return int(state.get(run_id, 0)) if state is not None else 0  # type: ignore[arg-type]
+        steps = int(state.get(run_id, 0)) if state is not None else 0  # type: ignore[arg-type]
+        resumed = int(config.get(keys.RESUMED_AFTER, 0))  # type: ignore[arg-type]
+        if resumed > 0:
+            per_round = cfg.local_epochs * steps_per_epoch(site_dp(cfg, n, 0).sample_rate)
+            steps = max(steps, resumed * per_round)
+        return steps
 
     @app.query(keys.QUERY_FEATURE_STATS)
     def query(msg: Message, context: Context) -> Message:
@@ -407,11 +420,11 @@ def make_client_app(
             scenario, cfg, params, split, gov, run_id = site_for(msg, context)
         except _Refused as refused:
             return _refusal_reply(msg, refused.refusals)
-        conf = msg.content[keys.CONFIG]
+        conf: ConfigRecord = msg.content.config_records[keys.CONFIG]
         spent, noise = 0.0, 0.0
         if cfg.privacy == "dp":
             n = _training_records(scenario.make_task(params), split)
-            dp = site_dp(cfg, n, dp_steps(context, run_id))
+            dp = site_dp(cfg, n, dp_steps(context, run_id, conf, cfg, n))
             spent, noise = dp.epsilon(), dp.noise_multiplier
         elif cfg.privacy == "client-dp":
             # Central DP: the noise is the coordinator's, which the site cannot check; it stays charged in full.
@@ -429,7 +442,8 @@ def make_client_app(
         task = scenario.make_task(params)
         model = model_from(task, split, arrays)
         mu = float(config.get(keys.PROXIMAL_MU, 0.0))  # type: ignore[arg-type]
-        dp = site_dp(cfg, _training_records(task, split), dp_steps(context, run_id)) if cfg.privacy == "dp" else None
+        n = _training_records(task, split)
+        dp = site_dp(cfg, n, dp_steps(context, run_id, config, cfg, n)) if cfg.privacy == "dp" else None
         if dp is not None and dp.steps + cfg.local_epochs * steps_per_epoch(dp.sample_rate) > dp.planned_steps:
             raise _Refused(
                 [
@@ -529,6 +543,12 @@ class FederationPlan:
     on_round: Callable[[RoundRecord], None] | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     audit: Any = None  # flcore.audit.AuditTrail, or None
+    #: Where the checkpoint is written after every completed round (None: no checkpoint).
+    checkpoint: Path | None = None
+    #: The checkpoint this run resumes from (its run id, model, strategy state and history).
+    resume: Checkpoint | None = None
+    #: Kept in the checkpoint for whoever resumes (e.g. the data folder the run read).
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -544,12 +564,14 @@ class FederationOutcome:
 
 
 def _common_config(plan: FederationPlan, **extra: Any) -> ConfigRecord:
+    resumed = {keys.RESUMED_AFTER: plan.resume.round} if plan.resume is not None else {}
     return ConfigRecord(
         {
             keys.SCENARIO: plan.scenario,
             RUN_JSON: to_json(plan.cfg),
             keys.PARAMS_JSON: json.dumps(to_dict(plan.params), sort_keys=True),
             keys.RUN_ID: plan.run_id,
+            **resumed,
             **extra,
         }
     )
@@ -642,37 +664,133 @@ def run_federation(grid: Grid, plan: FederationPlan, context: Context | None = N
     initial = ArrayRecord(model.state_dict())
     if cfg.secure_aggregation == "secagg+":
         check_secagg(cfg, plan.num_sites)
+        if plan.resume is not None:
+            raise CheckpointError(
+                "A secure-aggregation=secagg+ run cannot be resumed: Flower's SecAgg+ workflow always starts at "
+                "round 1 and is not checkpointed. Start a new run."
+            )
         shared = dict(_common_config(plan).items())
         final = run_secagg_rounds(mgrid, context, cfg, initial, shared, monitor, max(site_counts.values()))
     else:
-        strategy = build_strategy(
-            cfg,
-            plan.num_sites,
-            train_metrics_aggr_fn=monitor.aggregate_train,
-            evaluate_metrics_aggr_fn=monitor.aggregate_evaluate,
-        )
-        inner: Any = strategy
-        while inner is not None and not hasattr(inner, "spent_epsilon"):  # the DP wrapper, under any other
-            inner = getattr(inner, "strategy", None)
-        monitor.client_privacy = inner
-        result = strategy.start(
-            grid=mgrid,
-            initial_arrays=initial,
-            num_rounds=cfg.num_server_rounds,
-            train_config=_common_config(plan),
-            evaluate_config=_common_config(plan),
-            evaluate_fn=monitor.end_round,
-        )
-        final = result.arrays if len(result.arrays) else initial
+        final = _run_strategy(mgrid, plan, monitor, initial, sites, t0)
     privacy = _end_run(mgrid, node_ids, plan, monitor)
     return FederationOutcome(
         state_dict=final.to_torch_state_dict(),
         monitor=monitor,
         feature_stats=stats,
         sites=sites,
-        wall_time_s=time.perf_counter() - t0,
+        wall_time_s=time.perf_counter() - t0 + (plan.resume.wall_time_s if plan.resume is not None else 0.0),
         privacy=privacy,
     )
+
+
+def _run_strategy(
+    grid: MonitoredGrid,
+    plan: FederationPlan,
+    monitor: FederationMonitor,
+    initial: ArrayRecord,
+    sites: list[str],
+    t0: float,
+) -> ArrayRecord:
+    """The strategy's rounds (from the checkpoint's next round when resuming), checkpointed after each."""
+    cfg = plan.cfg
+    strategy = build_strategy(
+        cfg,
+        plan.num_sites,
+        train_metrics_aggr_fn=monitor.aggregate_train,
+        evaluate_metrics_aggr_fn=monitor.aggregate_evaluate,
+    )
+    inner: Any = strategy
+    while inner is not None and not hasattr(inner, "spent_epsilon"):  # the DP wrapper, under any other
+        inner = getattr(inner, "strategy", None)
+    monitor.client_privacy = inner
+    first, arrays = 1, initial
+    resume = plan.resume
+    if resume is not None:
+        check_resumable(resume, plan)
+        restore_strategy(strategy, resume.strategy_state)
+        monitor.restore(resume.monitor)
+        first, arrays = resume.round + 1, resume.array_record
+        if plan.audit is not None:
+            plan.audit.append(
+                "resume", run=plan.run_id, after_round=resume.round, model=arrays_digest(arrays), sites=sites
+            )
+    earlier = resume.wall_time_s if resume is not None else 0.0
+
+    def after_round(server_round: int, arrays: ArrayRecord) -> None:
+        monitor.end_round(server_round, arrays)
+        if plan.checkpoint is None:
+            return
+        digest = write_checkpoint(
+            plan.checkpoint,
+            Checkpoint(
+                run_id=plan.run_id,
+                scenario=plan.scenario,
+                config=to_dict(cfg),
+                params=to_dict(plan.params),
+                round=server_round,
+                arrays={k: a.numpy() for k, a in arrays.items()},  # type: ignore[union-attr]
+                strategy_state=capture_strategy(strategy),
+                monitor=monitor.state(),
+                sites=sites,
+                wall_time_s=earlier + time.perf_counter() - t0,
+                extra=plan.meta,
+            ),
+        )
+        if plan.audit is not None:
+            plan.audit.append("checkpoint", run=plan.run_id, round=server_round, file=digest)
+
+    def names(ids: Any) -> list[str]:
+        return [grid.site_name(n) for n in ids]
+
+    try:
+        return run_rounds(
+            strategy,
+            grid,
+            arrays,
+            first_round=first,
+            num_rounds=cfg.num_server_rounds,
+            timeout=cfg.reply_timeout,
+            min_sites=min_sites_per_round(cfg, plan.num_sites),
+            train_config=_common_config(plan),
+            evaluate_config=_common_config(plan),
+            after_round=after_round,
+            site_names=names,
+        )
+    except QuorumError as err:
+        if plan.audit is not None:
+            plan.audit.append(
+                "quorum-lost",
+                run=plan.run_id,
+                round=err.server_round,
+                answered=err.answered,
+                needed=err.needed,
+                missing=err.missing,
+            )
+        done = err.server_round - 1
+        hint = (
+            f" Rounds 1-{done} are checkpointed in {plan.checkpoint}; once the sites are back, resume with --resume."
+            if plan.checkpoint is not None and done >= 1
+            else ""
+        )
+        raise QuorumError(err.server_round, err.answered, err.needed, err.missing, str(err) + hint) from None
+
+
+def check_resumable(resume: Checkpoint, plan: FederationPlan) -> None:
+    """Refuse a checkpoint that does not belong to this plan, or a run this version cannot resume."""
+    if resume.scenario != plan.scenario or resume.config != to_dict(plan.cfg) or resume.params != to_dict(plan.params):
+        changed = sorted(
+            k for k in set(resume.config) | set(to_dict(plan.cfg)) if resume.config.get(k) != to_dict(plan.cfg).get(k)
+        )
+        raise CheckpointError(
+            f"The checkpoint of run {resume.run_id} was written for {resume.scenario} with other settings "
+            f"({', '.join(changed) or 'domain parameters'} differ). Resume with the checkpoint's own settings."
+        )
+    if plan.cfg.privacy == "client-dp":
+        raise CheckpointError(
+            "A privacy=client-dp run cannot be resumed: the coordinator's privacy accountant is not checkpointed. "
+            "Start a new run (the sites' ledgers keep this run's reservation)."
+        )
 
 
 def _end_run(grid: Grid, node_ids: list[int], plan: FederationPlan, monitor: FederationMonitor) -> dict[str, Any]:
@@ -683,13 +801,15 @@ def _end_run(grid: Grid, node_ids: list[int], plan: FederationPlan, monitor: Fed
     if cfg.privacy == "client-dp" and client is not None:
         extra[keys.DP_EPSILON] = client.spent_epsilon()
     content = RecordDict({keys.CONFIG: _common_config(plan, **extra)})
+    connected = set(grid.get_node_ids())  # a site that dropped out is not waited for
     messages = [
         Message(content=content, message_type=f"{keys.QUERY_KIND}.{keys.QUERY_RUN_END}", dst_node_id=n)
         for n in node_ids
+        if n in connected
     ]
     per_site: dict[str, float | None] = {}
     noise: dict[str, float] = {}
-    for reply in grid.send_and_receive(messages, timeout=plan.connect_timeout_s):
+    for reply in grid.send_and_receive(messages, timeout=min(cfg.reply_timeout, plan.connect_timeout_s)):
         if reply.has_error() or keys.METRICS not in reply.content.metric_records:
             continue
         site = str(reply.content[keys.SITE][keys.SITE_NAME])  # type: ignore[index]
@@ -737,6 +857,7 @@ def _audited(on_round: Callable[[RoundRecord], None] | None, audit: Any) -> Call
             sampled=rec.sampled,
             failed=rec.failures,
             dropped=rec.dropouts,
+            missing=rec.missing,
         )
         if on_round is not None:
             on_round(rec)
@@ -765,11 +886,19 @@ client_app = make_client_app()
 
 
 def plan_from_run_config(run_config: dict[str, Any]) -> tuple[FederationPlan, Path]:
-    """Read ``[tool.flwr.app.config]`` once into a typed plan and an output folder."""
+    """Read ``[tool.flwr.app.config]`` once into a typed plan and an output folder.
+
+    ``policy-file`` names the federation's policy over the domain's defaults (it
+    sets the privacy budget a run plans for); each site applies its own as well.
+    """
+    from flcore.governance import load_policy
+
     scenario = scenario_registry.get(str(run_config.get("scenario", "finance-five-banks")))
     values = {k: v for k, v in run_config.items() if k in settings_of(RunConfig) or k in settings_of(scenario.params)}
     cfg, params = scenario.configure(values)
-    cfg = resolve_privacy(cfg, scenario.policy)
+    policy_file = str(run_config.get("policy-file", ""))
+    policy = load_policy(policy_file, scenario.policy) if policy_file else scenario.policy
+    cfg = resolve_privacy(cfg, policy)
     num_sites = int(run_config.get("num-sites-expected", 0)) or len(
         list_site_dirs(_data_root(scenario, str(run_config.get("data-dir", "")), cfg.seed), scenario.adapter)
     )
@@ -779,9 +908,6 @@ def plan_from_run_config(run_config: dict[str, Any]) -> tuple[FederationPlan, Pa
 
 @server_app.main()
 def _flwr_run_main(grid: Grid, context: Context) -> None:
-    from flcore.results import federated_only_results, write_json
+    from flcore.deploy import serverapp_main
 
-    plan, out = plan_from_run_config(dict(context.run_config))
-    outcome = run_federation(grid, plan, context)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "federated.json", federated_only_results(plan, outcome))
+    serverapp_main(grid, context)

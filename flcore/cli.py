@@ -98,18 +98,15 @@ def cmd_site_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`flsuite run SCENARIO`: the three arms, a summary table and results.json."""
-    from flcore import scenario
     from flcore.harness import run_experiment
     from flcore.results import write_json
 
-    sc = scenario.get(args.scenario)
+    sc, cfg, params, resume = _configured(args)
     values = _run_values(args)
-    cfg, params = sc.configure(values)
-    from flcore.strategies import get_spec
-
-    get_spec(cfg.strategy)  # unknown names fail before any work
     data = Path(args.data) if args.data else None
-    out = Path(args.out or f"runs/{sc.name}")
+    if resume is not None and data is None and resume.extra.get("data_dir"):
+        data = Path(resume.extra["data_dir"])
+    out = Path(args.out or args.resume or f"runs/{sc.name}")
     policy, audit = _governance_args(sc, args, out)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
     say(f"flsuite run {sc.name}: strategy {cfg.strategy}, {cfg.num_server_rounds} rounds, seed {cfg.seed}")
@@ -118,11 +115,65 @@ def cmd_run(args: argparse.Namespace) -> int:
         say(
             f"note: {', '.join(ignored)} sizes generated data only; the {sc.site_noun}s in {data} are used as they are."
         )
-    results = run_experiment(sc, cfg, params, data_dir=data, progress=say, policy=policy, audit=audit)
+    from flcore.checkpoint import CHECKPOINT_FILE
+
+    results = run_experiment(
+        sc,
+        cfg,
+        params,
+        data_dir=data,
+        progress=say,
+        policy=policy,
+        audit=audit,
+        checkpoint=out / CHECKPOINT_FILE,
+        resume=resume,
+    )
     path = write_json(out / "results.json", results)
     print(summary_table(results))
     print(f"\nresults: {path}")
     return 0
+
+
+def _configured(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """Scenario, settings and parameters of `run`/`serve`; with ``--resume``, the checkpoint's and the checkpoint."""
+    from flcore import scenario
+    from flcore.strategies import get_spec
+
+    sc = scenario.get(args.scenario)
+    values = _run_values(args)
+    resume = None
+    if args.resume:
+        resume, values = _resumed_values(sc, args, values)
+    cfg, params = sc.configure(values)
+    get_spec(cfg.strategy)  # unknown names fail before any work
+    return sc, cfg, params, resume
+
+
+def _resumed_values(sc: Any, args: argparse.Namespace, values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The checkpoint to resume and its settings; settings given on the command line must agree with them."""
+    from flcore.checkpoint import CheckpointError, read_checkpoint
+
+    ckpt = read_checkpoint(args.resume)
+    if ckpt.scenario != sc.name:
+        raise CheckpointError(
+            f"{args.resume} holds a checkpoint of {ckpt.scenario}, not {sc.name}. "
+            f"Resume it with: flsuite run {ckpt.scenario} --resume {args.resume}"
+        )
+    saved = {**ckpt.config, **ckpt.params}
+    differ = [k for k, v in values.items() if k in saved and str(saved[k]) != str(v)]
+    if differ:
+        shown = ", ".join(f"{k} (checkpoint {saved[k]!r}, given {values[k]!r})" for k in differ)
+        raise CheckpointError(
+            f"--resume continues run {ckpt.run_id} with the settings it started with; {shown} differ. "
+            "Drop those options, or start a new run without --resume."
+        )
+    given_data = str(Path(args.data)) if getattr(args, "data", None) else None
+    if given_data and ckpt.extra.get("data_dir") not in (None, given_data):
+        raise CheckpointError(
+            f"--data {args.data} differs from the data run {ckpt.run_id} trained on ({ckpt.extra['data_dir']}). "
+            "Resume with the same data."
+        )
+    return ckpt, saved
 
 
 def _governance_args(sc: Any, args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
@@ -138,6 +189,74 @@ def _governance_args(sc: Any, args: argparse.Namespace, out: Path) -> tuple[Any,
         )
     path = Path(args.audit) if args.audit else out / "audit.jsonl"
     return policy, (AuditTrail(path) if policy.audit_trail or args.audit else None)
+
+
+def cmd_certs_init(args: argparse.Namespace) -> int:
+    """`flsuite certs init --out DIR --sites a,b,c`: a pilot CA, the SuperLink's certificate, one key per site."""
+    from flcore.certs import init_certs
+
+    sites = [s.strip() for s in args.sites.split(",") if s.strip()]
+    hosts = ["localhost", "127.0.0.1", *(args.host or [])]
+    bundle = init_certs(Path(args.out), sites, hosts, days=args.days)
+    print(f"pilot CA:             {bundle.ca_cert} (its key {bundle.ca_key}: move it offline)")
+    print(f"SuperLink TLS:        {bundle.server_cert}, {bundle.server_key} (for {', '.join(dict.fromkeys(hosts))})")
+    for site in sites:
+        print(
+            f"site {site + ':':<15} {bundle.site_keys[site]} (to {site}, with ca.crt); "
+            f"{bundle.site_public_keys[site]} (register)"
+        )
+    print(f"which file goes where: {bundle.root / 'README.txt'}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`flsuite serve SCENARIO --certs DIR`: SuperLink with TLS and site authentication, then the ServerApp."""
+    from flcore.checkpoint import find_checkpoint
+    from flcore.config import to_dict
+    from flcore.deploy import ServeOptions, serve
+    from flcore.governance import load_policy
+    from flcore.siteguard import resolve_privacy
+
+    sc, cfg, params, resume = _configured(args)
+    resume_from = find_checkpoint(args.resume) if resume is not None else None
+    policy = load_policy(args.policy, sc.policy) if args.policy else sc.policy
+    cfg = resolve_privacy(cfg, policy)
+    run_config: dict[str, Any] = {**to_dict(cfg), **to_dict(params)}
+    if args.num_sites:
+        run_config["num-sites-expected"] = args.num_sites
+    options = ServeOptions(
+        scenario=sc.name,
+        run_config=run_config,
+        out=Path(args.out or args.resume or f"runs/{sc.name}-deployed"),
+        host=args.host,
+        port=args.port,
+        certs=Path(args.certs) if args.certs else None,
+        sites=[s.strip() for s in args.sites.split(",") if s.strip()] if args.sites else None,
+        insecure=args.insecure,
+        wait_for_sites_s=args.wait,
+        policy_file=Path(args.policy) if args.policy else None,
+        audit_file=Path(args.audit) if args.audit else None,
+        resume_from=resume_from,
+    )
+    return serve(options, say=lambda line: print(line, flush=True))
+
+
+def cmd_site_join(args: argparse.Namespace) -> int:
+    """`flsuite site join`: the site check, then a SuperNode serving this site's data under its policy."""
+    from flcore.deploy import JoinOptions, join
+
+    options = JoinOptions(
+        superlink=args.superlink,
+        domain=args.domain,
+        data=Path(args.data),
+        key=Path(args.key) if args.key else None,
+        ca=Path(args.ca) if args.ca else None,
+        policy=Path(args.policy) if args.policy else None,
+        port=args.port,
+        insecure=args.insecure,
+        lenient=args.lenient,
+    )
+    return join(options, say=lambda line: print(line, flush=True))
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -324,6 +443,51 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", required=True, help="a site folder, or a directory with one sub-folder per site")
     c.add_argument("--lenient", action="store_true", help="report unusable files as skipped instead of failing")
     c.set_defaults(fn=cmd_site_check)
+    j = stsub.add_parser(
+        "join", help="check this site, then run its Flower SuperNode against the coordinator's SuperLink"
+    )
+    j.add_argument("--superlink", required=True, metavar="HOST:PORT", help="the coordinator's SuperLink address")
+    j.add_argument("--domain", required=True, help="finance, medical or iot")
+    j.add_argument("--data", required=True, help="this site's data folder")
+    j.add_argument("--policy", help="this site's governance policy (default: policy.toml in the data folder)")
+    j.add_argument("--key", help="this site's private key (sites/<name>.key from `flsuite certs init`)")
+    j.add_argument("--ca", help="the pilot CA certificate (ca.crt) that signed the SuperLink's certificate")
+    j.add_argument("--port", type=int, help="local port of the SuperNode's own API (default: a free port)")
+    j.add_argument("--insecure", action="store_true", help="plain-text transport (trials on one machine only)")
+    j.add_argument("--lenient", action="store_true", help="skip unusable files instead of failing the check")
+    j.set_defaults(fn=cmd_site_join)
+
+    ce = sub.add_parser("certs", help="pilot certificates and site keys for a deployment")
+    cesub = ce.add_subparsers(dest="certs_command", required=True)
+    ci = cesub.add_parser("init", help="create a pilot CA, the SuperLink's TLS certificate and one key pair per site")
+    ci.add_argument("--out", required=True, help="new folder for the certificates and keys")
+    ci.add_argument("--sites", required=True, help="comma-separated site names, e.g. hospital_a,hospital_b")
+    ci.add_argument(
+        "--host",
+        action="append",
+        help="a name or address sites use to reach the SuperLink (repeatable; localhost and 127.0.0.1 always)",
+    )
+    ci.add_argument("--days", type=int, default=365, help="validity of the certificates (default 365)")
+    ci.set_defaults(fn=cmd_certs_init)
+
+    sv = sub.add_parser("serve", help="coordinator: start a SuperLink (TLS, site authentication) and run a scenario")
+    sv.add_argument("scenario")
+    sv.add_argument("--certs", help="folder made by `flsuite certs init` (TLS certificate and site public keys)")
+    sv.add_argument("--sites", help="register only these sites (comma-separated; default: every key in CERTS/sites)")
+    sv.add_argument("--num-sites", type=int, help="sites that must connect before round 1 (default: registered keys)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    sv.add_argument("--port", type=int, default=9092, help="SuperLink port (default 9092)")
+    sv.add_argument("--wait", type=float, default=300.0, help="seconds to wait for every site to connect (default 300)")
+    sv.add_argument("--rounds", type=int, help="federated rounds (num-server-rounds)")
+    sv.add_argument("--seed", type=int)
+    sv.add_argument("--strategy", help="aggregation strategy (see `flsuite strategies`)")
+    sv.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting (see `flsuite settings SCENARIO`)")
+    sv.add_argument("--out", help="output folder (default: runs/SCENARIO-deployed)")
+    sv.add_argument("--policy", help="federation policy (TOML) over the domain's defaults; sites add their own")
+    sv.add_argument("--audit", help="audit trail to append to (default: OUT/audit.jsonl)")
+    sv.add_argument("--resume", metavar="DIR", help="continue the interrupted run whose output folder is DIR")
+    sv.add_argument("--insecure", action="store_true", help="plain-text transport (trials on one machine only)")
+    sv.set_defaults(fn=cmd_serve)
 
     r = sub.add_parser("run", help="run federated, centralised and local-only arms; write results.json")
     r.add_argument("scenario")
@@ -336,6 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="print only the summary")
     r.add_argument("--policy", help="federation policy (TOML) over the domain's defaults; sites add their own")
     r.add_argument("--audit", help="audit trail to append to (default: OUT/audit.jsonl)")
+    r.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue an interrupted run from the checkpoint in DIR (its output folder) after its last completed "
+        "round, with its own settings; results go to DIR unless --out is given",
+    )
     r.set_defaults(fn=cmd_run)
 
     pl = sub.add_parser("plan", help="show a run's training plan and its hash, or approve it in a site policy")

@@ -213,7 +213,19 @@ class RunConfig:
     fraction_evaluate: float = setting(
         1.0, "Share of sites sampled for federated evaluation each round.", low=0.0, high=1.0
     )
-    min_sites: int = setting(2, "Minimum sites per round.", low=1)
+    min_sites: int = setting(
+        2,
+        "Minimum sites per round: a round starts only with this many connected and is aggregated only if this "
+        "many answer; otherwise the run stops, resumable from the last completed round.",
+        low=1,
+    )
+    reply_timeout: float = setting(
+        300.0,
+        "Seconds to wait for the sites' replies in each round; a site that has not answered by then is "
+        "recorded as dropped for that round.",
+        low=0.0,
+        low_open=True,
+    )
     dropout_rate: float = setting(
         0.0,
         "Simulation: share of sampled sites that fail to answer in a round (devices offline); "

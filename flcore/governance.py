@@ -451,7 +451,7 @@ def site_facts(site: SiteData) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 #: Settings that do not change what is trained (where it runs, which seed draws the split).
-PLAN_EXEMPT = ("seed", "num-cpus-per-client", "data-mode")
+PLAN_EXEMPT = ("seed", "num-cpus-per-client", "data-mode", "reply-timeout")
 
 
 def code_digest(modules: Sequence[str]) -> str:

@@ -396,6 +396,8 @@ def run_experiment(
     workdir: Path | None = None,
     policy: GovernancePolicy | None = None,
     audit: Any = None,
+    checkpoint: Path | None = None,
+    resume: Any = None,
 ) -> dict[str, Any]:
     """Run the three arms and return results.json content (validated against the schema).
 
@@ -406,6 +408,12 @@ def run_experiment(
         ``policy.toml`` applies as well.
     audit : flcore.audit.AuditTrail, optional
         Receives the gate's decisions, every round and the run's end.
+    checkpoint : Path, optional
+        Where the federated arm's checkpoint is written after every round.
+    resume : flcore.checkpoint.Checkpoint, optional
+        Continue the federated arm of an interrupted run after its last completed
+        round (same run id, so the sites' ledgers and the audit trail continue); the
+        baselines run in full.
 
     The governance gate runs after the data are read and before any training; a
     refusal raises :class:`GovernanceError` (exit code 2) after it is audited. The
@@ -413,7 +421,9 @@ def run_experiment(
     sampled throughout and recorded under ``resources``.
     """
     with PeakMemory() as memory:
-        results = _run_arms(scenario, cfg, params, data_dir, progress, workdir, policy or scenario.policy, audit)
+        results = _run_arms(
+            scenario, cfg, params, data_dir, progress, workdir, policy or scenario.policy, audit, checkpoint, resume
+        )
     results["resources"] = memory.to_json()
     validate_results(results)
     return results
@@ -428,6 +438,8 @@ def _run_arms(
     workdir: Path | None,
     policy: GovernancePolicy,
     audit: Any,
+    checkpoint: Path | None = None,
+    resume: Any = None,
 ) -> dict[str, Any]:
     from flcore.simulation import run_federated_simulation
 
@@ -437,7 +449,7 @@ def _run_arms(
     prepared = prepare_data(scenario, cfg, data_dir, progress, params, policy)
     check_secagg(cfg, len(prepared.splits))
     build_strategy(cfg, len(prepared.splits))  # a strategy the federation cannot run fails here, not in round 1
-    run_id = uuid.uuid4().hex[:16]
+    run_id = resume.run_id if resume is not None else uuid.uuid4().hex[:16]
     gate_record = gate(scenario, cfg, params, prepared.governance, policy, audit, run_id)
     progress(f"governance gate: passed for {len(prepared.splits)} {scenario.site_noun}s, plan {gate_record['plan']}")
     if cfg.privacy != "none":
@@ -460,6 +472,7 @@ def _run_arms(
     # -- federated ----------------------------------------------------------------
     progress(
         f"[1/3] federated: {cfg.strategy}, {rounds} rounds x {cfg.local_epochs} local epochs (Flower simulation engine)"
+        + (f", resuming run {run_id} after round {resume.round}" if resume is not None else "")
     )
     if cfg.fraction_train < 1.0:
         progress(
@@ -480,11 +493,14 @@ def _run_arms(
             governance=prepared.governance,
             run_id=run_id,
             audit=audit,
+            checkpoint=checkpoint,
+            resume=resume,
+            meta={"data_dir": str(data_dir) if data_dir is not None else None},
         )
     finally:
         if own_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    fed_time = time.perf_counter() - t0
+    fed_time = time.perf_counter() - t0 + (resume.wall_time_s if resume is not None else 0.0)
     stats = outcome.feature_stats
     assert stats is not None
     fed_model = task.init_model(stats, cfg.seed)

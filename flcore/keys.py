@@ -48,3 +48,4 @@ DP_EPSILON = "dp-epsilon"  # MetricRecord: epsilon a site has spent so far in th
 UPDATE_NORM = "update-norm"  # MetricRecord: L2 norm of a site's update in a round
 UNIT_WEIGHT = "unit-weight"  # MetricRecord: 1 for every site (equal weights, as accounted client-level DP needs)
 QUERY_RUN_END = "run_end"  # query message after the last round: sites settle their privacy ledgers
+RESUMED_AFTER = "resumed-after"  # ConfigRecord: the last round completed before the coordinator resumed the run

@@ -8,6 +8,7 @@ function, so per-site metrics are kept alongside Flower's weighted averages.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import time
@@ -52,6 +53,8 @@ class RoundRecord:
     wall_time_s: float = 0.0
     epsilon: float | None = None
     aggregate_hash: str | None = None
+    #: Sites sampled for training that did not answer (offline, timed out or failed), by name.
+    missing: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         def clean(d: dict[str, float]) -> dict[str, float | None]:
@@ -70,6 +73,7 @@ class RoundRecord:
             "bytes_sent_train": self.bytes_sent_train,
             "bytes_received_train": self.bytes_received_train,
             "sites_trained": sorted(self.per_site_train),
+            "sites_missing": sorted(self.missing),
             "wall_time_s": round(self.wall_time_s, 4),
             "epsilon": self.epsilon,
             "aggregate_hash": self.aggregate_hash,
@@ -134,6 +138,7 @@ class FederationMonitor:
         bytes_out: int,
         replies: list[Message],
         bytes_in: int,
+        missing: list[str] | None = None,
     ) -> None:
         if round_no is None:
             self.setup_bytes_sent += bytes_out
@@ -149,8 +154,11 @@ class FederationMonitor:
         if message_type == "train":
             rec.sampled = sent
             rec.failures = len(failed) + max(0, sent - len(replies))  # no reply at all (timeout) fails too
-            rec.dropouts = sum(1 for m in failed if m.error.code == ErrorCode.NODE_UNAVAILABLE)
+            # Dropped: unreachable (Flower's NODE_UNAVAILABLE) or no answer within the reply timeout.
+            unreachable = sum(1 for m in failed if m.error.code == ErrorCode.NODE_UNAVAILABLE)
+            rec.dropouts = unreachable + max(0, sent - len(replies))
             rec.replies = len(replies) - len(failed)
+            rec.missing = list(missing or [])
             rec.bytes_sent_train += bytes_out
             rec.bytes_received_train += bytes_in
         elif message_type == "train-secagg":
@@ -195,6 +203,24 @@ class FederationMonitor:
             self.on_round(self._current)
         return None
 
+    # -- checkpoint -----------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the monitor: every round so far, setup bytes, the sites' epsilon."""
+        return {
+            "rounds": [{k: v for k, v in dataclasses.asdict(r).items() if k != "started"} for r in self.rounds],
+            "setup_bytes_sent": self.setup_bytes_sent,
+            "setup_bytes_received": self.setup_bytes_received,
+            "site_epsilon": dict(self.site_epsilon),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state` (a resumed run's history starts with the checkpointed rounds)."""
+        self.rounds = [RoundRecord(**r) for r in state.get("rounds", [])]
+        self.setup_bytes_sent = int(state.get("setup_bytes_sent", 0))
+        self.setup_bytes_received = int(state.get("setup_bytes_received", 0))
+        self.site_epsilon = {k: float(v) for k, v in state.get("site_epsilon", {}).items()}
+        self._current = None
+
     @property
     def bytes_sent(self) -> int:
         return self.setup_bytes_sent + sum(r.bytes_sent for r in self.rounds)
@@ -230,6 +256,10 @@ class MonitoredGrid(Grid):
         self._inner = inner
         self._monitor = monitor
         self._names: dict[int, str] = {}
+        #: Nodes that did not answer the latest training step at all (timed out or unreachable): they are
+        #: not asked to evaluate that round or to close the run, so a dead site costs one reply timeout,
+        #: not one per message. Every training step asks them again.
+        self.unreachable: set[int] = set()
 
     def name_nodes(self, names: dict[int, str]) -> None:
         """Site name of each node id, so that node lists come in a reproducible order.
@@ -238,6 +268,10 @@ class MonitoredGrid(Grid):
         ``get_node_ids()``; ordering by site name makes a seed pick the same sites.
         """
         self._names = dict(names)
+
+    def site_name(self, node_id: int) -> str:
+        """The site a node serves (``node N`` before the statistics round names it)."""
+        return self._names.get(node_id, f"node {node_id}")
 
     def set_run(self, run: Any) -> None:  # pragma: no cover - set by Flower before wrapping
         self._inner.set_run(run)
@@ -263,6 +297,9 @@ class MonitoredGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
+        training = any(m.metadata.message_type == "train" for m in messages)
+        if not training and self.unreachable:
+            messages = [m for m in messages if m.metadata.dst_node_id not in self.unreachable]
         sizes: dict[int, int] = {}
         bytes_out = 0
         round_no: int | None = None
@@ -283,6 +320,21 @@ class MonitoredGrid(Grid):
             round_no, message_type = int(messages[0].metadata.group_id), "train-secagg"
         started = time.perf_counter()
         replies = list(self._inner.send_and_receive(messages, timeout=timeout))
+        # Replies in site order, not arrival order: aggregation sums in a fixed order, so a run (and a
+        # resumed run) gives the same model to the last bit however the network delivers.
+        replies.sort(key=lambda r: (self.site_name(r.metadata.src_node_id), r.metadata.src_node_id))
         bytes_in = sum(message_bytes(r.content) for r in replies if not r.has_error())
-        self._monitor.record_exchange(started, round_no, message_type, len(messages), bytes_out, replies, bytes_in)
+        answered = {r.metadata.src_node_id for r in replies if not r.has_error()}
+        if training and not secagg_stage:
+            # NODE_UNAVAILABLE errors come from the SuperLink (or the simulated dropout), not from the node.
+            heard = {
+                r.metadata.src_node_id
+                for r in replies
+                if not (r.has_error() and r.error.code == ErrorCode.NODE_UNAVAILABLE)
+            }
+            self.unreachable = {m.metadata.dst_node_id for m in messages} - heard
+        missing = [self.site_name(n) for n in {m.metadata.dst_node_id for m in messages} - answered]
+        self._monitor.record_exchange(
+            started, round_no, message_type, len(messages), bytes_out, replies, bytes_in, sorted(missing)
+        )
         return replies

@@ -51,6 +51,9 @@ def run_federated_simulation(
     governance: list[SiteGovernance] | None = None,
     run_id: str | None = None,
     audit: Any = None,
+    checkpoint: Path | None = None,
+    resume: Any = None,
+    meta: dict[str, Any] | None = None,
 ) -> FederationOutcome:
     """Train the federated arm with one virtual SuperNode per site.
 
@@ -60,7 +63,10 @@ def run_federated_simulation(
     train at once. ``governance[i]`` is site ``i``'s policy and ledger, which its
     ClientApp enforces by itself (default: the scenario's policy, no ledger);
     ``audit`` (an :class:`flcore.audit.AuditTrail`) receives the sites' gate
-    decisions and every round.
+    decisions and every round. The model, strategy state and history are
+    written to ``checkpoint`` after every round; ``resume`` (a
+    :class:`flcore.checkpoint.Checkpoint`) continues a run after its last
+    completed round.
     """
     quiet_environment()
     from flwr.simulation import run_simulation
@@ -72,7 +78,17 @@ def run_federated_simulation(
         save_split(split, path)
         paths.append(str(path))
 
-    plan = FederationPlan(scenario, cfg, params, num_sites=len(splits), on_round=on_round, audit=audit)
+    plan = FederationPlan(
+        scenario,
+        cfg,
+        params,
+        num_sites=len(splits),
+        on_round=on_round,
+        audit=audit,
+        checkpoint=checkpoint,
+        resume=resume,
+    )
+    plan.meta = dict(meta or {})
     if run_id:
         plan.run_id = run_id
     if governance is None:

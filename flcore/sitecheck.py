@@ -14,7 +14,15 @@ from typing import Any
 from flcore import scenario as scenario_registry
 from flcore.data import DomainAdapter
 from flcore.exceptions import DataValidationError, FlsuiteUserError, UnknownNameError
-from flcore.governance import Finding, GovernanceError, GovernancePolicy, check_min_cohort, ledger_path, site_policy
+from flcore.governance import (
+    Finding,
+    GovernanceError,
+    GovernancePolicy,
+    check_min_cohort,
+    ledger_path,
+    load_policy,
+    site_policy,
+)
 from flcore.ledger import PrivacyLedger
 
 
@@ -106,8 +114,12 @@ def _site_dirs(data: Path, adapters: list[Any]) -> list[tuple[Path, Any]]:
     return sites
 
 
-def check_sites(domain: str, data: Path, strict: bool = True) -> CheckReport:
-    """Check a site folder, or every site folder under ``data``, for the given domain."""
+def check_sites(domain: str, data: Path, strict: bool = True, policy_file: Path | None = None) -> CheckReport:
+    """Check a site folder, or every site folder under ``data``, for the given domain.
+
+    The policy applied is ``policy_file`` when given (a deployed site's ``policy``),
+    else each site's own ``policy.toml``, over the domain's defaults.
+    """
     reports = []
     for folder, (adapter, policy, noun) in _site_dirs(Path(data), _adapters(domain)):
         report = SiteReport(folder.name, str(folder))
@@ -125,7 +137,8 @@ def check_sites(domain: str, data: Path, strict: bool = True) -> CheckReport:
             if scan is None:
                 report.findings = list(site.info.get("identifier_findings", []))  # type: ignore[call-overload]
             try:
-                own = site_policy(folder, policy)  # the site's policy.toml over the domain's defaults
+                # the site's policy over the domain's defaults
+                own = load_policy(policy_file, policy) if policy_file is not None else site_policy(folder, policy)
                 check_min_cohort([site], own, noun)
                 if own.require_consent and site.info.get("consent_recorded") is False:
                     report.errors.append(

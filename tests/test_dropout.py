@@ -94,12 +94,12 @@ def test_monitor_counts_dropouts_and_failures_apart() -> None:
     # Six sampled, five messages came back: one never answered at all (timed out).
     monitor.record_exchange(time.perf_counter(), 1, "train", 6, 600, [ok, ok, ok, offline, crashed], 300)
     rec = monitor.rounds[0]
-    assert (rec.sampled, rec.replies, rec.failures, rec.dropouts) == (6, 3, 3, 1)
+    assert (rec.sampled, rec.replies, rec.failures, rec.dropouts) == (6, 3, 3, 2)  # offline + timed out
     assert rec.bytes_sent_train == 600 and rec.bytes_received_train == 300
     monitor.record_exchange(time.perf_counter(), 1, "evaluate", 4, 100, [ok, offline], 10)
     assert (rec.evaluate_sampled, rec.evaluate_replies) == (4, 1)
     row = rec.to_json()
-    assert row["sites_dropped"] == 1 and row["sites_failed"] == 3 and row["evaluate_replied"] == 1
+    assert row["sites_dropped"] == 2 and row["sites_failed"] == 3 and row["evaluate_replied"] == 1
 
 
 def test_participation_counts_epochs_actually_trained() -> None:

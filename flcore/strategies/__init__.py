@@ -109,6 +109,11 @@ def get_spec(name: str) -> StrategySpec:
         ) from None
 
 
+def min_sites_per_round(cfg: RunConfig, num_sites: int) -> int:
+    """Sites a round needs (connected to start, answering to be aggregated): min-sites, at least the strategy's own."""
+    return min(max(cfg.min_sites, get_spec(cfg.strategy).min_sites(cfg), 1), num_sites)
+
+
 def build_strategy(cfg: RunConfig, num_sites: int, **flower_kwargs: Any) -> Strategy:
     """Build the strategy ``cfg.strategy`` for a federation of ``num_sites`` sites.
 
@@ -143,13 +148,14 @@ def build_strategy(cfg: RunConfig, num_sites: int, **flower_kwargs: Any) -> Stra
             f"fraction-train={cfg.fraction_train} of {num_sites} sites samples {per_round}. "
             "Raise fraction-train, add sites or choose another strategy."
         )
-    min_nodes = min(max(cfg.min_sites, needed), num_sites)
+    min_nodes = min_sites_per_round(cfg, num_sites)
     kwargs: dict[str, Any] = {
         "fraction_train": cfg.fraction_train,
         "fraction_evaluate": cfg.fraction_evaluate,
         "min_train_nodes": min_nodes,
         "min_evaluate_nodes": min(min_nodes, max(1, int(num_sites * cfg.fraction_evaluate))),
-        "min_available_nodes": num_sites,
+        # The ServerApp waits for every site before round 1; later rounds go on without a site that dropped out.
+        "min_available_nodes": min_nodes,
         **flower_kwargs,
     }
     if cfg.privacy == "client-dp":

@@ -1,0 +1,619 @@
+"""Partner-site deployment: ``flsuite serve`` (SuperLink + ServerApp) and ``flsuite site join`` (SuperNode).
+
+Both commands drive Flower's own executables and print each command they run:
+
+* ``serve`` starts ``flower-superlink`` with TLS and SuperNode authentication
+  (state in a database under the output folder, so a restarted SuperLink keeps
+  its registered sites), registers each site's public key with ``flwr supernode
+  register``, submits the suite's ServerApp with ``flwr run`` (a generated app
+  project holding the run's configuration, no code: every party runs the
+  ``flsuite`` it installed), and follows the run until it ends.
+* ``join`` runs the site's data and governance check, then ``flower-supernode``
+  with the site's key, the pilot CA and the site's data folder and policy in its
+  node config.
+
+The deployed ServerApp (:func:`serverapp_main`) checkpoints every round, writes
+``results.json`` and the audit trail into the output folder, and reports its
+progress and its end in ``run-status.json`` there, which ``serve`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flcore.exceptions import ConfigError, FlsuiteError, FlsuiteUserError
+
+STATUS_FILE = "run-status.json"
+PROGRESS_FILE = "progress.log"
+RESULTS_FILE = "results.json"
+CONNECTION = "flsuite"  # the SuperLink connection's name in the private FLWR_HOME
+QUIET = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1"}
+
+Say = Callable[[str], None]
+
+#: Exit status of ``flsuite site join`` when the SuperLink refuses the site's key (Flower's exit code 305,
+#: which Flower only logs: its process exits with 1, and exit statuses stop at 255).
+REFUSED_EXIT = 5
+
+
+class DeploymentError(FlsuiteUserError):
+    """A Flower process could not start, a site could not be registered, or the run failed."""
+
+    exit_code = 3
+
+
+# --------------------------------------------------------------------------------------
+# The deployed ServerApp
+# --------------------------------------------------------------------------------------
+
+
+def serverapp_main(grid: Any, context: Any) -> None:
+    """The deployed ServerApp (and ``flwr run``): the federation, checkpoints, results, audit, status.
+
+    Run-config keys beyond the settings: ``scenario``, ``out-dir``,
+    ``num-sites-expected``, ``wait-for-sites`` (seconds), ``policy-file`` (the
+    federation's policy), ``audit-file`` and ``resume-from`` (a checkpoint).
+    """
+    from flcore.app import plan_from_run_config, run_federation
+    from flcore.audit import AuditTrail
+    from flcore.checkpoint import CHECKPOINT_FILE, read_checkpoint
+    from flcore.harness import _round_line
+    from flcore.results import federated_only_results, write_json
+
+    run_config = dict(context.run_config)
+    out = Path(str(run_config.get("out-dir", "runs/flwr-run")))
+    out.mkdir(parents=True, exist_ok=True)
+    status = out / STATUS_FILE
+    try:
+        plan, _ = plan_from_run_config(run_config)
+        task_metric = _primary_metric(plan)
+        progress = out / PROGRESS_FILE
+
+        def say(line: str) -> None:
+            with progress.open("a") as fh:
+                fh.write(line + "\n")
+
+        plan.on_round = _round_line(plan.cfg.num_server_rounds, task_metric, say)
+        plan.checkpoint = out / CHECKPOINT_FILE
+        plan.connect_timeout_s = float(run_config.get("wait-for-sites", plan.connect_timeout_s))
+        if run_config.get("audit-file"):
+            plan.audit = AuditTrail(Path(str(run_config["audit-file"])))
+        if run_config.get("resume-from"):
+            plan.resume = read_checkpoint(Path(str(run_config["resume-from"])))
+            plan.run_id = plan.resume.run_id
+        _write_status(status, "running", run=plan.run_id)
+        outcome = run_federation(grid, plan, context)
+        results = federated_only_results(plan, outcome)
+        results["run_id"] = plan.run_id
+        results["privacy"] = outcome.privacy
+        if plan.audit is not None:
+            last = outcome.monitor.rounds[-1].aggregate_hash if outcome.monitor and outcome.monitor.rounds else None
+            plan.audit.append("run-end", run=plan.run_id, model=last)
+            seq, head = plan.audit.head()
+            results["audit"] = {"path": str(plan.audit.path), "entries": seq, "head": head}
+        write_json(out / RESULTS_FILE, results)
+        _write_status(status, "completed", run=plan.run_id, results=str(out / RESULTS_FILE))
+    except FlsuiteUserError as err:
+        _write_status(status, "failed", error=str(err), exit_code=err.exit_code)
+        raise
+    except BaseException as err:
+        _write_status(status, "failed", error=f"{type(err).__name__}: {err}", exit_code=1)
+        raise
+
+
+def _primary_metric(plan: Any) -> str:
+    from flcore import scenario
+
+    return str(scenario.get(plan.scenario).make_task(plan.params).primary_metric)
+
+
+def _write_status(path: Path, state: str, **fields: Any) -> None:
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps({"state": state, "time": time.time(), **fields}, indent=2))
+    tmp.replace(path)
+
+
+def read_status(out: Path) -> dict[str, Any]:
+    """The deployed ServerApp's ``run-status.json`` (empty before it starts)."""
+    try:
+        return dict(json.loads((out / STATUS_FILE).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+# --------------------------------------------------------------------------------------
+# Commands and processes
+# --------------------------------------------------------------------------------------
+
+
+def flower_tool(name: str) -> str:
+    """Path of a Flower executable installed beside this Python (the suite's environment)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise DeploymentError(
+            f"{name} was not found beside {sys.executable}. Install the suite with its dependencies "
+            "(`make install`, or pip install -c constraints.txt -e .) and run flsuite from that environment."
+        )
+    return str(path)
+
+
+def flower_env(flwr_home: Path | None = None) -> dict[str, str]:
+    """Environment for Flower's processes: this environment's executables first, telemetry off."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.update(QUIET)
+    if flwr_home is not None:
+        env["FLWR_HOME"] = str(flwr_home)
+    return env
+
+
+def show(cmd: Sequence[str], say: Say) -> None:
+    say("$ " + shlex.join(cmd))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def stop_tree(proc: subprocess.Popen[Any] | None, grace_s: float = 10.0) -> None:
+    """Stop a process and everything it started (Flower detaches its SuperExec and app processes)."""
+    if proc is None or (proc.poll() is not None and not _children(proc.pid) and not _orphans(proc.pid)):
+        return
+    import psutil
+
+    procs = [*_children(proc.pid), *_orphans(proc.pid)]
+    try:
+        procs.insert(0, psutil.Process(proc.pid))
+    except psutil.NoSuchProcess:
+        pass
+    procs += [o for p in list(procs) for o in _orphans(p.pid) if o not in procs]
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _children(pid: int) -> list[Any]:
+    import psutil
+
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _orphans(pid: int) -> list[Any]:
+    """Flower's helper processes started for ``pid`` (``--parent-pid PID``): they outlive it for a while."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmdline = p.info.get("cmdline") or []
+        if "--parent-pid" in cmdline and cmdline[cmdline.index("--parent-pid") + 1 :][:1] == [str(pid)]:
+            found.append(p)
+    return found
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------------------
+# flsuite serve
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ServeOptions:
+    """What ``flsuite serve`` needs, resolved from the command line."""
+
+    scenario: str
+    run_config: dict[str, Any]  # every setting of the run (kebab-case keys)
+    out: Path
+    host: str = "127.0.0.1"
+    port: int = 9092
+    certs: Path | None = None
+    sites: Sequence[str] | None = None  # register only these sites' keys (default: every sites/*.pub)
+    insecure: bool = False
+    wait_for_sites_s: float = 300.0
+    policy_file: Path | None = None
+    audit_file: Path | None = None
+    resume_from: Path | None = None
+
+
+def write_app_project(folder: Path, name: str, config: Mapping[str, Any]) -> Path:
+    """A Flower app project with no code: the suite's apps by reference and the run's configuration.
+
+    ``flwr run`` bundles it (a FAB of a few hundred bytes) for the SuperLink; every
+    party imports ``flcore.app`` from the ``flsuite`` it installed itself.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Written by `flsuite serve`: the run's configuration, submitted with `flwr run`.",
+        "[project]",
+        f"name = {json.dumps(name)}",
+        'version = "1.0.0"',
+        "dependencies = []",
+        "",
+        "[tool.flwr.app]",
+        'publisher = "flsuite"',
+        "",
+        "[tool.flwr.app.components]",
+        'serverapp = "flcore.app:server_app"',
+        'clientapp = "flcore.app:client_app"',
+        "",
+        "[tool.flwr.app.config]",
+    ]
+    for key, value in config.items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    path = folder / "pyproject.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))  # JSON string escapes are valid TOML basic-string escapes
+
+
+def serve(opts: ServeOptions, say: Say = print) -> int:
+    """Start a SuperLink, register the sites, run the ServerApp to the end; returns the exit code."""
+    from flcore.certs import check_server_cert, load_bundle
+
+    out = opts.out.resolve()
+    work = out / ".superlink"
+    home = work / "flwr-home"
+    home.mkdir(parents=True, exist_ok=True)
+    bundle = None
+    if opts.certs is not None:
+        bundle = load_bundle(opts.certs.resolve())
+    elif not opts.insecure:
+        raise ConfigError(
+            "flsuite serve needs --certs DIR (made by `flsuite certs init`): the SuperLink serves TLS and admits "
+            "registered sites only. For a plain-text trial on one machine, pass --insecure instead."
+        )
+    public_keys = dict(bundle.site_public_keys) if bundle is not None else {}
+    if opts.sites:
+        unknown = [s for s in opts.sites if s not in public_keys]
+        if unknown:
+            raise ConfigError(
+                f"No public key for site(s) {', '.join(unknown)} in {opts.certs}/sites. Known sites: "
+                f"{', '.join(sorted(public_keys)) or 'none'}. Put each site's key in {opts.certs}/sites/<name>.pub, "
+                "or fix --sites."
+            )
+        public_keys = {s: public_keys[s] for s in opts.sites}
+    if bundle is not None and not public_keys:
+        raise ConfigError(f"{opts.certs}/sites holds no site public key (*.pub); there is nobody to admit.")
+    connect = "127.0.0.1" if opts.host in ("0.0.0.0", "::", "") else opts.host
+    if bundle is not None and not opts.insecure:
+        check_server_cert(bundle.server_cert, connect)
+
+    num_sites = int(opts.run_config.get("num-sites-expected") or len(public_keys))
+    if num_sites < 1:
+        raise ConfigError("Say how many sites take part: --num-sites N (with --insecure there are no keys to count).")
+    config = {
+        "scenario": opts.scenario,
+        "out-dir": str(out),
+        "num-sites-expected": num_sites,
+        "wait-for-sites": float(opts.wait_for_sites_s),
+        "policy-file": str(opts.policy_file.resolve()) if opts.policy_file else "",
+        "audit-file": str((opts.audit_file or out / "audit.jsonl").resolve()),
+        "resume-from": str(opts.resume_from.resolve()) if opts.resume_from else "",
+        **{k: v for k, v in opts.run_config.items() if k != "num-sites-expected"},
+    }
+    app = write_app_project(work / "app", "flsuite-federation", config)
+    for name in (STATUS_FILE, PROGRESS_FILE):
+        (out / name).unlink(missing_ok=True)
+    env = flower_env(home)
+
+    cmd = [flower_tool("flower-superlink")]
+    if opts.insecure:
+        cmd.append("--insecure")
+    else:
+        assert bundle is not None
+        cmd += ["--ssl-ca-certfile", str(bundle.ca_cert), "--ssl-certfile", str(bundle.server_cert)]
+        cmd += ["--ssl-keyfile", str(bundle.server_key)]
+    if public_keys:
+        cmd.append("--enable-supernode-auth")
+    cmd += ["--database", str(work / "state.db"), "--disable-runtime-dependency-installation"]
+    cmd += ["--host", opts.host, "--port", str(opts.port)]
+    if _listening(connect, opts.port):
+        raise DeploymentError(
+            f"Port {opts.port} on {connect} is already in use (another SuperLink?). Stop it or choose --port."
+        )
+    show(cmd, say)
+    log = work / "superlink.log"
+    superlink = subprocess.Popen(
+        cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, cwd=work
+    )
+    try:
+        _await_port(superlink, connect, opts.port, log)
+        _write_connection(home, f"{connect}:{opts.port}", None if opts.insecure else bundle.ca_cert if bundle else None)
+        for site, pub in sorted(public_keys.items()):
+            _register(site, pub, env, say)
+        say(f"SuperLink ready on {opts.host}:{opts.port}; sites may join now")
+        run_id = _submit(app.parent, env, say)
+        say(f"run {run_id} submitted; waiting for {num_sites} site(s) to connect (up to {opts.wait_for_sites_s:.0f} s)")
+        return _follow(out, superlink, run_id, env, log, say)
+    except KeyboardInterrupt:
+        say(f"interrupted: stopping the SuperLink. Resume with the same command and --resume {out}")
+        raise
+    finally:
+        stop_tree(superlink)
+
+
+def _await_port(proc: subprocess.Popen[Any], host: str, port: int, log: Path, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not _listening(host, port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise DeploymentError(
+                f"The SuperLink did not start (exit code {proc.poll()}); the end of its log {log}:\n{_tail(log)}"
+            )
+        time.sleep(0.2)
+
+
+def _write_connection(home: Path, address: str, ca: Path | None) -> None:
+    lines = [
+        "[superlink]",
+        f'default = "{CONNECTION}"',
+        "",
+        f"[superlink.{CONNECTION}]",
+        f"address = {json.dumps(address)}",
+    ]
+    lines.append(f"root-certificates = {json.dumps(str(ca))}" if ca is not None else "insecure = true")
+    (home / "config.toml").write_text("\n".join(lines) + "\n")
+
+
+def _flwr(args: list[str], env: dict[str, str], say: Say | None) -> subprocess.CompletedProcess[str]:
+    cmd = [flower_tool("flwr"), *args]
+    if say is not None:
+        show(cmd, say)
+    return subprocess.run(cmd, env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=120)
+
+
+def _register(site: str, public_key: Path, env: dict[str, str], say: Say) -> None:
+    done = _flwr(["supernode", "register", str(public_key), CONNECTION, "--name", site, "--format", "json"], env, say)
+    text = done.stdout + done.stderr
+    if done.returncode == 0:
+        say(f"registered {site}")
+    elif "already in use" in text:  # a restarted SuperLink keeps its registrations in its database
+        say(f"{site} was already registered")
+    else:
+        raise DeploymentError(f"Registering {site}'s key {public_key} failed: {_flower_message(text)}")
+
+
+def _submit(app: Path, env: dict[str, str], say: Say) -> str:
+    done = _flwr(["run", str(app), CONNECTION, "--format", "json"], env, say)
+    try:
+        reply = json.loads(done.stdout)
+    except ValueError:
+        reply = {}
+    if done.returncode != 0 or not reply.get("success"):
+        raise DeploymentError(f"flwr run failed: {_flower_message(done.stdout + done.stderr)}")
+    return str(reply["run-id"])
+
+
+def _flower_message(text: str) -> str:
+    try:
+        return str(json.loads(text).get("error-message", text.strip()))
+    except ValueError:
+        return " ".join(text.replace("│", " ").split())[-600:]
+
+
+def _run_state(run_id: str, env: dict[str, str]) -> str:
+    done = _flwr(["list", CONNECTION, "--run-id", run_id, "--format", "json"], env, None)
+    try:
+        runs = json.loads(done.stdout).get("runs", [])
+    except ValueError:
+        return ""
+    return str(runs[0].get("status", "")) if runs else ""
+
+
+def _follow(out: Path, superlink: subprocess.Popen[Any], run_id: str, env: dict[str, str], log: Path, say: Say) -> int:
+    """Print the ServerApp's progress until the run ends; the run's exit code."""
+    shown = 0
+    last_check = time.monotonic()
+    while True:
+        lines = _read_lines(out / PROGRESS_FILE)
+        for line in lines[shown:]:
+            say(line)
+        shown = len(lines)
+        status = read_status(out)
+        if status.get("state") == "completed":
+            say(f"run {run_id} completed\nresults: {status.get('results')}")
+            return 0
+        if status.get("state") == "failed":
+            raise DeploymentError(f"run {run_id} failed: {status.get('error')}")
+        if superlink.poll() is not None:
+            raise DeploymentError(
+                f"The SuperLink stopped (exit code {superlink.returncode}); its log {log}:\n{_tail(log)}"
+            )
+        if time.monotonic() - last_check > 10:  # a ServerApp that died before writing its status
+            last_check = time.monotonic()
+            state = _run_state(run_id, env)
+            time.sleep(1)  # let a status written just now land
+            if state.startswith("finished") and read_status(out).get("state") not in ("completed", "failed"):
+                raise DeploymentError(
+                    f"run {run_id} ended as {state} without a result. See `flwr log {run_id}` and {log}."
+                )
+        time.sleep(0.5)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except OSError:
+        return []
+
+
+# --------------------------------------------------------------------------------------
+# flsuite site join
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class JoinOptions:
+    """What ``flsuite site join`` needs."""
+
+    superlink: str
+    domain: str
+    data: Path
+    key: Path | None
+    ca: Path | None
+    policy: Path | None = None
+    port: int | None = None
+    insecure: bool = False
+    lenient: bool = False
+
+
+def supernode_command(opts: JoinOptions, port: int) -> list[str]:
+    """The ``flower-supernode`` command line for a site."""
+    config = {"data-dir": opts.data.resolve()}
+    if opts.policy is not None:
+        config["policy"] = opts.policy.resolve()
+    for key, path in config.items():
+        if '"' in str(path) or " " in str(path):
+            raise ConfigError(
+                f"The {key} path {path} contains a space or a double quote, which Flower's node config cannot "
+                "carry. Move or link the folder to a path without them."
+            )
+    node_config = " ".join(f"{k}={json.dumps(str(v))}" for k, v in config.items())
+    cmd = [flower_tool("flower-supernode"), "--superlink", opts.superlink]
+    if opts.insecure:
+        cmd.append("--insecure")
+    else:
+        assert opts.ca is not None
+        cmd += ["--root-certificates", str(opts.ca.resolve())]
+    if opts.key is not None:
+        cmd += ["--auth-supernode-private-key", str(opts.key.resolve())]
+    return [*cmd, "--node-config", node_config, "--port", str(port)]
+
+
+def check_join(opts: JoinOptions, say: Say = print) -> None:
+    """The site's own checks before it connects: address, key, CA, data and governance policy."""
+    from flcore.certs import public_key_line
+    from flcore.governance import load_policy
+    from flcore.sitecheck import check_sites
+
+    host, _, port = opts.superlink.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--superlink expects HOST:PORT (for example 127.0.0.1:9092), got {opts.superlink!r}.")
+    if not opts.insecure and (opts.ca is None or not opts.ca.is_file()):
+        raise ConfigError(
+            f"--ca {opts.ca} is not a file. Pass the pilot CA certificate (ca.crt from `flsuite certs init`) "
+            "that signed the SuperLink's certificate, or --insecure for a plain-text trial."
+        )
+    if opts.key is None and not opts.insecure:
+        raise ConfigError("--key is required: the SuperLink admits only sites whose key it registered.")
+    if opts.key is not None:
+        if not opts.key.is_file():
+            raise ConfigError(f"--key {opts.key} is not a file. Pass this site's private key (sites/<name>.key).")
+        public_key_line(opts.key)  # an unreadable or wrong-format key fails here, with the file named
+    if opts.policy is not None:
+        load_policy(opts.policy)
+    report = check_sites(opts.domain, opts.data, strict=not opts.lenient, policy_file=opts.policy)
+    if len(report.sites) != 1:
+        raise ConfigError(
+            f"--data {opts.data} holds {len(report.sites)} site folders; a SuperNode serves one site. "
+            "Pass that site's own folder."
+        )
+    say(report.text())
+    if not report.ok:
+        raise DeploymentError(f"The site check of {opts.data} failed (see above); fix it before joining.")
+
+
+def join(opts: JoinOptions, say: Say = print) -> int:
+    """Check the site, then run its SuperNode in the foreground; returns the SuperNode's exit code."""
+    check_join(opts, say)
+    port = opts.port or free_port()
+    cmd = supernode_command(opts, port)
+    show(cmd, say)
+    proc = subprocess.Popen(
+        cmd, env=flower_env(), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+    def forward(signum: int, frame: Any) -> None:
+        proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    refused = threading.Event()
+
+    def pump() -> None:  # the SuperNode's log, passed through
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if "Exit Code: 305" in line:  # Flower logs the refusal's code, but its process exits with 1
+                refused.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        stop_tree(proc, grace_s=5)  # and its SuperExec, which holds the log pipe open
+        reader.join(timeout=5)
+    if refused.is_set():
+        print(
+            "flsuite: error: the SuperLink refused this SuperNode (Flower exit code 305): its key is not "
+            "registered there. Send the coordinator this site's public key (sites/<name>.pub) to register.",
+            file=sys.stderr,
+        )
+        return REFUSED_EXIT
+    return int(code)
+
+
+__all__ = [
+    "DeploymentError",
+    "FlsuiteError",
+    "JoinOptions",
+    "ServeOptions",
+    "check_join",
+    "join",
+    "serve",
+    "serverapp_main",
+    "supernode_command",
+    "write_app_project",
+]

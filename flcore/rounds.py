@@ -1,0 +1,126 @@
+"""The strategy's round loop, resumable and dropout-tolerant.
+
+Flower's ``Strategy.start`` always begins at round 1 and waits for as many nodes
+as it samples. :func:`run_rounds` runs the same steps through the strategy's own
+``configure_train``, ``aggregate_train``, ``configure_evaluate`` and
+``aggregate_evaluate`` from any round, waits at most ``timeout`` seconds for the
+sites' replies, goes on while at least ``min_sites`` sites answer, and calls
+``after_round`` (bookkeeping and the checkpoint) after every completed round.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+
+from flcore.exceptions import FlsuiteUserError
+
+
+class QuorumError(FlsuiteUserError):
+    """Fewer sites than ``min-sites`` were available or answered in a round; the run stops, resumable."""
+
+    exit_code = 3
+
+    def __init__(self, server_round: int, answered: int, needed: int, missing: list[str], detail: str) -> None:
+        self.server_round = server_round
+        self.answered = answered
+        self.needed = needed
+        self.missing = missing
+        super().__init__(detail)
+
+
+def run_rounds(
+    strategy: Any,
+    grid: Grid,
+    arrays: ArrayRecord,
+    *,
+    first_round: int,
+    num_rounds: int,
+    timeout: float,
+    min_sites: int,
+    train_config: ConfigRecord,
+    evaluate_config: ConfigRecord,
+    after_round: Callable[[int, ArrayRecord], None],
+    site_names: Callable[[Iterable[int]], list[str]] | None = None,
+) -> ArrayRecord:
+    """Run rounds ``first_round`` .. ``num_rounds`` of ``strategy``; returns the final global model.
+
+    Parameters
+    ----------
+    strategy : flwr.serverapp.strategy.Strategy
+        Any Flower strategy (wrappers included).
+    grid : Grid
+        Where messages go.
+    arrays : ArrayRecord
+        The global model before ``first_round``.
+    first_round, num_rounds : int
+        The rounds to run (``first_round`` > 1 when resuming).
+    timeout : float
+        Seconds to wait for replies in each exchange; a site that has not answered by
+        then counts as dropped for that round.
+    min_sites : int
+        Sites that must be connected before a round starts and must answer its
+        training step; otherwise :class:`QuorumError` stops the run (the previous
+        round's checkpoint stays valid).
+    train_config, evaluate_config : ConfigRecord
+        Sent with every training and evaluation message.
+    after_round : callable
+        ``after_round(server_round, arrays)`` after each completed round.
+    site_names : callable
+        Names of node ids, for error messages.
+
+    Raises
+    ------
+    QuorumError
+        If fewer than ``min_sites`` sites are connected within ``timeout`` or answer a round's training step.
+    """
+    for server_round in range(first_round, num_rounds + 1):
+        connected = _wait_for_sites(grid, min_sites, timeout)
+        if len(connected) < min_sites:
+            raise QuorumError(
+                server_round,
+                len(connected),
+                min_sites,
+                [],
+                f"Round {server_round} could not start: only {len(connected)} site(s) connected after "
+                f"waiting {timeout:.0f} s, and min-sites={min_sites}.",
+            )
+        messages = list(strategy.configure_train(server_round, arrays, train_config, grid))
+        replies = list(grid.send_and_receive(messages, timeout=timeout))
+        answered = {m.metadata.src_node_id for m in replies if not m.has_error()}
+        if len(answered) < min_sites:
+            silent = sorted({m.metadata.dst_node_id for m in messages} - answered)
+            missing = site_names(silent) if site_names is not None else [f"node {n}" for n in silent]
+            raise QuorumError(
+                server_round,
+                len(answered),
+                min_sites,
+                missing,
+                f"Round {server_round}: only {len(answered)} of {len(messages)} sampled sites answered within "
+                f"{timeout:.0f} s (no answer from {', '.join(missing) or 'none'}), fewer than min-sites={min_sites}; "
+                "the round was not aggregated and the run stopped. Lower min-sites to accept smaller rounds, "
+                "or raise reply-timeout for slow sites.",
+            )
+        aggregated, _ = strategy.aggregate_train(server_round, replies)
+        if aggregated is not None:
+            arrays = aggregated
+        evaluate = list(strategy.configure_evaluate(server_round, arrays, evaluate_config, grid))
+        strategy.aggregate_evaluate(server_round, _replies(grid, evaluate, timeout))
+        after_round(server_round, arrays)
+    return arrays
+
+
+def _replies(grid: Grid, messages: list[Message], timeout: float) -> list[Message]:
+    return list(grid.send_and_receive(messages, timeout=timeout)) if messages else []
+
+
+def _wait_for_sites(grid: Grid, needed: int, timeout: float) -> list[int]:
+    """Node ids connected now, waiting up to ``timeout`` seconds for at least ``needed`` of them."""
+    deadline = time.monotonic() + timeout
+    while len(ids := list(grid.get_node_ids())) < needed and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return ids
