@@ -33,7 +33,14 @@ from flwr.serverapp import Grid, ServerApp
 
 from flcore import keys
 from flcore import scenario as scenario_registry
-from flcore.checkpoint import Checkpoint, CheckpointError, capture_strategy, restore_strategy, write_checkpoint
+from flcore.checkpoint import (
+    RESUME_EXEMPT,
+    Checkpoint,
+    CheckpointError,
+    capture_strategy,
+    restore_strategy,
+    write_checkpoint,
+)
 from flcore.compression import compression_mod
 from flcore.config import RunConfig, from_json, settings_of, to_dict, to_json
 from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs
@@ -54,7 +61,7 @@ from flcore.siteguard import (
     site_dp,
     split_facts,
 )
-from flcore.strategies import build_strategy, min_sites_per_round
+from flcore.strategies import build_strategy, min_evaluate_per_round, min_sites_per_round
 
 # --------------------------------------------------------------------------------------
 # Site data on the client side
@@ -382,15 +389,22 @@ def make_client_app(
         model.load_state_dict(arrays.to_torch_state_dict())
         return model
 
-    def dp_steps(context: Context, run_id: str, config: ConfigRecord, cfg: RunConfig, n: int) -> int:
+    def dp_steps(
+        context: Context, run_id: str, config: ConfigRecord, cfg: RunConfig, n: int, gov: SiteGovernance
+    ) -> int:
         """DP-SGD steps this site has taken in the run.
 
-        Kept in the node's run state; a resumed run is a new Flower run with fresh
-        state, so there the site charges itself for every round before the resume,
-        whether it trained in it or not (an upper bound: never under-counts).
+        The count lives in the node's run state and, for a site with a privacy
+        ledger, in the ledger (written before each reply), so it survives a restarted
+        SuperNode and a resumed coordinator (a new Flower run, with fresh state). A
+        resumed run also carries the last completed round: the site then charges
+        itself for every round before it, whether it trained in them or not.
         """
         state = context.state.config_records.get(_DP_STATE)
         steps = int(state.get(run_id, 0)) if state is not None else 0  # type: ignore[arg-type]
+        ledger = ledger_of(gov)
+        if ledger is not None:
+            steps = max(steps, ledger.steps(run_id))
         resumed = int(config.get(keys.RESUMED_AFTER, 0))  # type: ignore[arg-type]
         if resumed > 0:
             per_round = cfg.local_epochs * steps_per_epoch(site_dp(cfg, n, 0).sample_rate)
@@ -421,17 +435,17 @@ def make_client_app(
         except _Refused as refused:
             return _refusal_reply(msg, refused.refusals)
         conf: ConfigRecord = msg.content.config_records[keys.CONFIG]
-        spent, noise = 0.0, 0.0
+        spent, noise, steps = 0.0, 0.0, None
         if cfg.privacy == "dp":
             n = _training_records(scenario.make_task(params), split)
-            dp = site_dp(cfg, n, dp_steps(context, run_id, conf, cfg, n))
-            spent, noise = dp.epsilon(), dp.noise_multiplier
+            dp = site_dp(cfg, n, dp_steps(context, run_id, conf, cfg, n, gov))
+            spent, noise, steps = dp.epsilon(), dp.noise_multiplier, dp.steps
         elif cfg.privacy == "client-dp":
             # Central DP: the noise is the coordinator's, which the site cannot check; it stays charged in full.
             spent = max(cfg.dp_epsilon, float(conf.get(keys.DP_EPSILON, 0.0)))  # type: ignore[union-attr,arg-type]
         ledger = ledger_of(gov)
         if ledger is not None and cfg.privacy != "none":
-            ledger.record(run_id, spent, final=True)
+            ledger.record(run_id, spent, final=True, steps=steps)
         metrics = MetricRecord({keys.DP_EPSILON: spent, DP_NOISE: noise})
         return Message(content=RecordDict({keys.METRICS: metrics, keys.SITE: _site_record(split.name)}), reply_to=msg)
 
@@ -443,7 +457,7 @@ def make_client_app(
         model = model_from(task, split, arrays)
         mu = float(config.get(keys.PROXIMAL_MU, 0.0))  # type: ignore[arg-type]
         n = _training_records(task, split)
-        dp = site_dp(cfg, n, dp_steps(context, run_id, config, cfg, n)) if cfg.privacy == "dp" else None
+        dp = site_dp(cfg, n, dp_steps(context, run_id, config, cfg, n, gov)) if cfg.privacy == "dp" else None
         if dp is not None and dp.steps + cfg.local_epochs * steps_per_epoch(dp.sample_rate) > dp.planned_steps:
             raise _Refused(
                 [
@@ -477,7 +491,7 @@ def make_client_app(
             values[keys.DP_EPSILON] = dp.epsilon()
             ledger = ledger_of(gov)
             if ledger is not None:
-                ledger.record(run_id, values[keys.DP_EPSILON])
+                ledger.record(run_id, values[keys.DP_EPSILON], steps=dp.steps)
         return state, values, split.name
 
     @app.train(mods=[secagg_client_mod])
@@ -743,6 +757,11 @@ def _run_strategy(
     def names(ids: Any) -> list[str]:
         return [grid.site_name(n) for n in ids]
 
+    quorum = min_sites_per_round(cfg, plan.num_sites)
+    if cfg.privacy == "client-dp":
+        # Flower's client-level DP wrapper is calibrated for a fixed number of sites per round.
+        quorum = max(quorum, int(plan.num_sites * cfg.fraction_train))
+
     try:
         return run_rounds(
             strategy,
@@ -751,7 +770,9 @@ def _run_strategy(
             first_round=first,
             num_rounds=cfg.num_server_rounds,
             timeout=cfg.reply_timeout,
-            min_sites=min_sites_per_round(cfg, plan.num_sites),
+            min_sites=quorum,
+            min_evaluate=min(quorum, min_evaluate_per_round(cfg, plan.num_sites)),
+            seed=cfg.seed,
             train_config=_common_config(plan),
             evaluate_config=_common_config(plan),
             after_round=after_round,
@@ -778,10 +799,10 @@ def _run_strategy(
 
 def check_resumable(resume: Checkpoint, plan: FederationPlan) -> None:
     """Refuse a checkpoint that does not belong to this plan, or a run this version cannot resume."""
-    if resume.scenario != plan.scenario or resume.config != to_dict(plan.cfg) or resume.params != to_dict(plan.params):
-        changed = sorted(
-            k for k in set(resume.config) | set(to_dict(plan.cfg)) if resume.config.get(k) != to_dict(plan.cfg).get(k)
-        )
+    now = {k: v for k, v in to_dict(plan.cfg).items() if k not in RESUME_EXEMPT}
+    then = {k: v for k, v in resume.config.items() if k not in RESUME_EXEMPT}
+    if resume.scenario != plan.scenario or then != now or resume.params != to_dict(plan.params):
+        changed = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
         raise CheckpointError(
             f"The checkpoint of run {resume.run_id} was written for {resume.scenario} with other settings "
             f"({', '.join(changed) or 'domain parameters'} differ). Resume with the checkpoint's own settings."

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ from flwr.app import Array, ArrayRecord
 from flcore.exceptions import FlsuiteUserError
 
 CHECKPOINT_FILE = "checkpoint.npz"
+#: Settings a resumed run may change: how long to wait, how few sites may answer, CPUs per client.
+RESUME_EXEMPT = ("reply-timeout", "min-sites", "num-cpus-per-client")
 FORMAT = 1
 
 #: Attributes of Flower strategies (and of the suite's wrappers) that carry state from round to round.
@@ -115,32 +116,34 @@ def read_checkpoint(path: Path | str) -> Checkpoint:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode())
+            if not isinstance(meta, dict):
+                raise ValueError("its metadata is not a JSON object")
             if meta.get("format") != FORMAT:
                 raise CheckpointError(
                     f"{path} has checkpoint format {meta.get('format')!r}; this version of flsuite reads format "
                     f"{FORMAT}. Resume with the flsuite version that wrote it."
                 )
-            model = {k: z[f"model/{i}"] for i, k in enumerate(meta["model_keys"])}
-            state = _unflatten_state(meta["strategy_state"], z)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as err:
+            return Checkpoint(
+                run_id=str(meta["run_id"]),
+                scenario=str(meta["scenario"]),
+                config=dict(meta["config"]),
+                params=dict(meta["params"]),
+                round=int(meta["round"]),
+                arrays={k: z[f"model/{i}"] for i, k in enumerate(meta["model_keys"])},
+                strategy_state=_unflatten_state(meta["strategy_state"], z),
+                history=list(meta["history"]),
+                monitor=dict(meta["monitor"]),
+                sites=list(meta["sites"]),
+                wall_time_s=float(meta["wall_time_s"]),
+                extra=dict(meta.get("extra", {})),
+            )
+    except CheckpointError:
+        raise
+    except Exception as err:  # any damage: truncated zip, bad JSON, missing or mistyped fields
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({type(err).__name__}: {err}). It may have been copied "
             "incompletely; a checkpoint is only ever replaced whole, so use the file as the run left it."
         ) from None
-    return Checkpoint(
-        run_id=meta["run_id"],
-        scenario=meta["scenario"],
-        config=meta["config"],
-        params=meta["params"],
-        round=int(meta["round"]),
-        arrays=model,
-        strategy_state=state,
-        history=meta["history"],
-        monitor=meta["monitor"],
-        sites=meta["sites"],
-        wall_time_s=float(meta["wall_time_s"]),
-        extra=meta.get("extra", {}),
-    )
 
 
 def file_digest(path: Path | str) -> str:

@@ -106,7 +106,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else None
     if resume is not None and data is None and resume.extra.get("data_dir"):
         data = Path(resume.extra["data_dir"])
-    out = Path(args.out or args.resume or f"runs/{sc.name}")
+    out = Path(args.out) if args.out else _resume_folder(args) or Path(f"runs/{sc.name}")
+    _refuse_to_overwrite(out, args)
     policy, audit = _governance_args(sc, args, out)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
     say(f"flsuite run {sc.name}: strategy {cfg.strategy}, {cfg.num_server_rounds} rounds, seed {cfg.seed}")
@@ -151,7 +152,7 @@ def _configured(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
 def _resumed_values(sc: Any, args: argparse.Namespace, values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The checkpoint to resume and its settings; settings given on the command line must agree with them."""
-    from flcore.checkpoint import CheckpointError, read_checkpoint
+    from flcore.checkpoint import RESUME_EXEMPT, CheckpointError, read_checkpoint
 
     ckpt = read_checkpoint(args.resume)
     if ckpt.scenario != sc.name:
@@ -160,20 +161,58 @@ def _resumed_values(sc: Any, args: argparse.Namespace, values: dict[str, Any]) -
             f"Resume it with: flsuite run {ckpt.scenario} --resume {args.resume}"
         )
     saved = {**ckpt.config, **ckpt.params}
-    differ = [k for k, v in values.items() if k in saved and str(saved[k]) != str(v)]
+    operational = {k: v for k, v in values.items() if k in RESUME_EXEMPT}
+    given = {k: v for k, v in values.items() if k not in RESUME_EXEMPT}
+    # Compare parsed values (600 and 600.0 are the same setting).
+    base = to_dict_pair(sc, saved)
+    merged = to_dict_pair(sc, {**saved, **given})
+    differ = [k for k in given if base.get(k) != merged.get(k)]
     if differ:
         shown = ", ".join(f"{k} (checkpoint {saved[k]!r}, given {values[k]!r})" for k in differ)
         raise CheckpointError(
             f"--resume continues run {ckpt.run_id} with the settings it started with; {shown} differ. "
             "Drop those options, or start a new run without --resume."
         )
-    given_data = str(Path(args.data)) if getattr(args, "data", None) else None
+    given_data = str(Path(args.data).resolve()) if getattr(args, "data", None) else None
     if given_data and ckpt.extra.get("data_dir") not in (None, given_data):
         raise CheckpointError(
             f"--data {args.data} differs from the data run {ckpt.run_id} trained on ({ckpt.extra['data_dir']}). "
             "Resume with the same data."
         )
-    return ckpt, saved
+    return ckpt, {**saved, **operational}
+
+
+def _refuse_to_overwrite(out: Path, args: argparse.Namespace) -> None:
+    """A new run must not overwrite the checkpoint of an unfinished one (it would lose it, and its run id)."""
+    from flcore.checkpoint import CHECKPOINT_FILE, CheckpointError, read_checkpoint
+
+    if args.resume or args.fresh or not (out / CHECKPOINT_FILE).is_file():
+        return
+    try:
+        ckpt = read_checkpoint(out / CHECKPOINT_FILE)
+    except CheckpointError:
+        return
+    planned = int(ckpt.config.get("num-server-rounds", 0))
+    if ckpt.round < planned:
+        raise CheckpointError(
+            f"{out} holds the checkpoint of run {ckpt.run_id}, stopped after round {ckpt.round} of {planned}. "
+            f"Continue it with --resume {out}, or start over there with --fresh (or choose another --out)."
+        )
+
+
+def _resume_folder(args: argparse.Namespace) -> Path | None:
+    """The output folder of the run being resumed (``--resume`` names it or its checkpoint file)."""
+    from flcore.checkpoint import find_checkpoint
+
+    return find_checkpoint(args.resume).parent if args.resume else None
+
+
+def to_dict_pair(sc: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """A scenario's settings and parameters, parsed, as one kebab-case dict."""
+    from flcore.config import to_dict
+
+    cfg, params = sc.configure(values)
+    return {**to_dict(cfg), **to_dict(params)}
 
 
 def _governance_args(sc: Any, args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
@@ -222,12 +261,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy, sc.policy) if args.policy else sc.policy
     cfg = resolve_privacy(cfg, policy)
     run_config: dict[str, Any] = {**to_dict(cfg), **to_dict(params)}
+    out = Path(args.out) if args.out else _resume_folder(args) or Path(f"runs/{sc.name}-deployed")
+    _refuse_to_overwrite(out, args)
     if args.num_sites:
         run_config["num-sites-expected"] = args.num_sites
     options = ServeOptions(
         scenario=sc.name,
         run_config=run_config,
-        out=Path(args.out or args.resume or f"runs/{sc.name}-deployed"),
+        out=out,
         host=args.host,
         port=args.port,
         certs=Path(args.certs) if args.certs else None,
@@ -485,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--out", help="output folder (default: runs/SCENARIO-deployed)")
     sv.add_argument("--policy", help="federation policy (TOML) over the domain's defaults; sites add their own")
     sv.add_argument("--audit", help="audit trail to append to (default: OUT/audit.jsonl)")
+    sv.add_argument(
+        "--fresh", action="store_true", help="start a new run even where OUT holds an unfinished run's checkpoint"
+    )
     sv.add_argument("--resume", metavar="DIR", help="continue the interrupted run whose output folder is DIR")
     sv.add_argument("--insecure", action="store_true", help="plain-text transport (trials on one machine only)")
     sv.set_defaults(fn=cmd_serve)
@@ -500,6 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="print only the summary")
     r.add_argument("--policy", help="federation policy (TOML) over the domain's defaults; sites add their own")
     r.add_argument("--audit", help="audit trail to append to (default: OUT/audit.jsonl)")
+    r.add_argument(
+        "--fresh", action="store_true", help="start a new run even where OUT holds an unfinished run's checkpoint"
+    )
     r.add_argument(
         "--resume",
         metavar="DIR",

@@ -325,6 +325,11 @@ def serve(opts: ServeOptions, say: Say = print) -> int:
     if bundle is not None and not public_keys:
         raise ConfigError(f"{opts.certs}/sites holds no site public key (*.pub); there is nobody to admit.")
     connect = "127.0.0.1" if opts.host in ("0.0.0.0", "::", "") else opts.host
+    if opts.insecure and connect not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(
+            f"--insecure with --host {opts.host} would serve plain text, without site authentication, beyond this "
+            "machine. Plain text is for trials on one machine: use --host 127.0.0.1, or drop --insecure."
+        )
     if bundle is not None and not opts.insecure:
         check_server_cert(bundle.server_cert, connect)
 
@@ -353,7 +358,7 @@ def serve(opts: ServeOptions, say: Say = print) -> int:
         assert bundle is not None
         cmd += ["--ssl-ca-certfile", str(bundle.ca_cert), "--ssl-certfile", str(bundle.server_cert)]
         cmd += ["--ssl-keyfile", str(bundle.server_key)]
-    if public_keys:
+    if public_keys and not opts.insecure:  # Flower authenticates SuperNodes only over TLS
         cmd.append("--enable-supernode-auth")
     cmd += ["--database", str(work / "state.db"), "--disable-runtime-dependency-installation"]
     cmd += ["--host", opts.host, "--port", str(opts.port)]
@@ -366,6 +371,7 @@ def serve(opts: ServeOptions, say: Say = print) -> int:
     superlink = subprocess.Popen(
         cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, cwd=work
     )
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         _await_port(superlink, connect, opts.port, log)
         _write_connection(home, f"{connect}:{opts.port}", None if opts.insecure else bundle.ca_cert if bundle else None)
@@ -376,10 +382,17 @@ def serve(opts: ServeOptions, say: Say = print) -> int:
         say(f"run {run_id} submitted; waiting for {num_sites} site(s) to connect (up to {opts.wait_for_sites_s:.0f} s)")
         return _follow(out, superlink, run_id, env, log, say)
     except KeyboardInterrupt:
-        say(f"interrupted: stopping the SuperLink. Resume with the same command and --resume {out}")
+        say(f"interrupted: stopping the SuperLink. Continue the run with --resume {out}")
         raise
     finally:
-        stop_tree(superlink)
+        stop_tree(superlink)  # SuperLink, SuperExec and ServerApp: a stopped serve leaves nothing running
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM/SIGHUP (a service stop, a closed ssh session) end `serve` as Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def _await_port(proc: subprocess.Popen[Any], host: str, port: int, log: Path, timeout_s: float = 60.0) -> None:
@@ -408,7 +421,10 @@ def _flwr(args: list[str], env: dict[str, str], say: Say | None) -> subprocess.C
     cmd = [flower_tool("flwr"), *args]
     if say is not None:
         show(cmd, say)
-    return subprocess.run(cmd, env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=120)
+    try:
+        return subprocess.run(cmd, env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(cmd, 124, "", f"{shlex.join(cmd)} did not answer within 120 s")
 
 
 def _register(site: str, public_key: Path, env: dict[str, str], say: Say) -> None:
@@ -463,7 +479,9 @@ def _follow(out: Path, superlink: subprocess.Popen[Any], run_id: str, env: dict[
             say(f"run {run_id} completed\nresults: {status.get('results')}")
             return 0
         if status.get("state") == "failed":
-            raise DeploymentError(f"run {run_id} failed: {status.get('error')}")
+            failed = DeploymentError(f"run {run_id} failed: {status.get('error')}")
+            failed.exit_code = int(status.get("exit_code") or DeploymentError.exit_code)  # e.g. 2: a site refused
+            raise failed
         if superlink.poll() is not None:
             raise DeploymentError(
                 f"The SuperLink stopped (exit code {superlink.returncode}); its log {log}:\n{_tail(log)}"
@@ -575,7 +593,7 @@ def join(opts: JoinOptions, say: Say = print) -> int:
     def forward(signum: int, frame: Any) -> None:
         proc.send_signal(signum)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     refused = threading.Event()
 
     def pump() -> None:  # the SuperNode's log, passed through
@@ -589,12 +607,20 @@ def join(opts: JoinOptions, say: Say = print) -> int:
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     try:
-        code = proc.wait()
+        while True:
+            try:
+                code = proc.wait()
+                break
+            except OSError:  # a signal landed while waiting; it was forwarded, keep waiting
+                continue
     finally:
+        stop_tree(proc, grace_s=5)  # and its SuperExec, which holds the log pipe open
         for s, handler in previous.items():
             signal.signal(s, handler)
-        stop_tree(proc, grace_s=5)  # and its SuperExec, which holds the log pipe open
-        reader.join(timeout=5)
+        try:
+            reader.join(timeout=5)
+        except OSError:
+            pass
     if refused.is_set():
         print(
             "flsuite: error: the SuperLink refused this SuperNode (Flower exit code 305): its key is not "

@@ -451,7 +451,8 @@ def site_facts(site: SiteData) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 #: Settings that do not change what is trained (where it runs, which seed draws the split).
-PLAN_EXEMPT = ("seed", "num-cpus-per-client", "data-mode", "reply-timeout")
+# Settings that do not change what a round trains (how long to wait, how few sites may answer, CPUs).
+PLAN_EXEMPT = ("seed", "num-cpus-per-client", "data-mode", "reply-timeout", "min-sites")
 
 
 def code_digest(modules: Sequence[str]) -> str:

@@ -495,7 +495,7 @@ def _run_arms(
             audit=audit,
             checkpoint=checkpoint,
             resume=resume,
-            meta={"data_dir": str(data_dir) if data_dir is not None else None},
+            meta={"data_dir": str(Path(data_dir).resolve()) if data_dir is not None else None},
         )
     finally:
         if own_workdir:

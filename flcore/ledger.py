@@ -88,17 +88,28 @@ class PrivacyLedger:
             )
         return True
 
-    def record(self, run_id: str, epsilon: float, final: bool = False) -> None:
-        """Record what a run has spent so far; ``final`` settles it (the reservation no longer counts)."""
+    def record(self, run_id: str, epsilon: float, final: bool = False, steps: int | None = None) -> None:
+        """Record what a run has spent so far; ``final`` settles it (the reservation no longer counts).
+
+        ``steps`` is the run's DP-SGD step count at this site. It is kept here, not only in
+        the SuperNode's memory, so that a restarted SuperNode or a resumed coordinator run
+        (a new Flower run) cannot start the count again from zero.
+        """
         with self._locked() as entries:
             for e in entries:
                 if e["run"] == run_id:
                     # Never lower what is recorded (a site that lost its step count must not under-report).
                     e["epsilon"] = max(float(e["epsilon"]), float(epsilon))
+                    if steps is not None:
+                        e["steps"] = max(int(e.get("steps", 0)), int(steps))
                     if final:
                         e["status"] = "spent"
                     return
             raise LedgerError(f"Run {run_id} has no reservation in the privacy ledger {self.path}.")
+
+    def steps(self, run_id: str) -> int:
+        """DP-SGD steps recorded for a run (0 if none)."""
+        return max((int(e.get("steps", 0)) for e in self.entries() if e["run"] == run_id), default=0)
 
     @contextmanager
     def _locked(self) -> Iterator[list[dict[str, Any]]]:

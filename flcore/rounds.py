@@ -10,6 +10,7 @@ sites' replies, goes on while at least ``min_sites`` sites answer, and calls
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -42,6 +43,8 @@ def run_rounds(
     num_rounds: int,
     timeout: float,
     min_sites: int,
+    min_evaluate: int = 1,
+    seed: int = 0,
     train_config: ConfigRecord,
     evaluate_config: ConfigRecord,
     after_round: Callable[[int, ArrayRecord], None],
@@ -66,6 +69,12 @@ def run_rounds(
         Sites that must be connected before a round starts and must answer its
         training step; otherwise :class:`QuorumError` stops the run (the previous
         round's checkpoint stays valid).
+    min_evaluate : int
+        Sites that must be connected for the round's federated evaluation; with
+        fewer (after waiting ``timeout``), the round is not evaluated.
+    seed : int
+        Seeds Flower's node sampling afresh in every round (from the seed and the
+        round), so that a resumed run samples the sites an uninterrupted run would.
     train_config, evaluate_config : ConfigRecord
         Sent with every training and evaluation message.
     after_round : callable
@@ -89,27 +98,36 @@ def run_rounds(
                 f"Round {server_round} could not start: only {len(connected)} site(s) connected after "
                 f"waiting {timeout:.0f} s, and min-sites={min_sites}.",
             )
+        random.seed(f"{seed}/{server_round}/train")  # Flower samples nodes with the `random` module
         messages = list(strategy.configure_train(server_round, arrays, train_config, grid))
         replies = list(grid.send_and_receive(messages, timeout=timeout))
         answered = {m.metadata.src_node_id for m in replies if not m.has_error()}
         if len(answered) < min_sites:
             silent = sorted({m.metadata.dst_node_id for m in messages} - answered)
             missing = site_names(silent) if site_names is not None else [f"node {n}" for n in silent]
+            errors = {m.metadata.src_node_id: m.error.reason or "" for m in replies if m.has_error()}
+            named = dict(zip(silent, missing, strict=True))  # site names of silent node ids
+            reasons = "".join(f" {named.get(n, f'node {n}')}: {why[:300]}" for n, why in sorted(errors.items()))
             raise QuorumError(
                 server_round,
                 len(answered),
                 min_sites,
                 missing,
                 f"Round {server_round}: only {len(answered)} of {len(messages)} sampled sites answered within "
-                f"{timeout:.0f} s (no answer from {', '.join(missing) or 'none'}), fewer than min-sites={min_sites}; "
+                f"{timeout:.0f} s (none usable from {', '.join(missing) or 'none'}"
+                + (f"; errors:{reasons}" if reasons else "")
+                + f"), fewer than min-sites={min_sites}; "
                 "the round was not aggregated and the run stopped. Lower min-sites to accept smaller rounds, "
                 "or raise reply-timeout for slow sites.",
             )
         aggregated, _ = strategy.aggregate_train(server_round, replies)
         if aggregated is not None:
             arrays = aggregated
-        evaluate = list(strategy.configure_evaluate(server_round, arrays, evaluate_config, grid))
-        strategy.aggregate_evaluate(server_round, _replies(grid, evaluate, timeout))
+        # Flower's sampling waits without limit for enough nodes: wait here, with one.
+        if len(_wait_for_sites(grid, min_evaluate, timeout)) >= min_evaluate:
+            random.seed(f"{seed}/{server_round}/evaluate")
+            evaluate = list(strategy.configure_evaluate(server_round, arrays, evaluate_config, grid))
+            strategy.aggregate_evaluate(server_round, _replies(grid, evaluate, timeout))
         after_round(server_round, arrays)
     return arrays
 

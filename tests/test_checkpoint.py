@@ -71,6 +71,7 @@ class Crash(Exception):
 
 def test_resume_after_a_crash_loses_no_round_and_matches_an_uninterrupted_run(banks, tmp_path) -> None:  # type: ignore[no-untyped-def]
     cfg, params, paths = banks
+    cfg = dataclasses.replace(cfg, fraction_train=0.67, fraction_evaluate=0.67)  # 2 of 3 sampled each round
     whole = run_federation(_grid(cfg, paths), _plan(cfg, params))
 
     def crash_in_round_3(rec: Any) -> None:
@@ -94,7 +95,10 @@ def test_resume_after_a_crash_loses_no_round_and_matches_an_uninterrupted_run(ba
     assert resumed.monitor is not None and whole.monitor is not None
     assert [r.round for r in resumed.monitor.rounds] == [1, 2, 3]
     # Same global model after every round, and at the end, to the last bit: no round lost or repeated,
-    # FedAdam's server moments restored.
+    # FedAdam's server moments restored, the same sites sampled.
+    assert [r.per_site_train.keys() for r in resumed.monitor.rounds] == [
+        r.per_site_train.keys() for r in whole.monitor.rounds
+    ]
     assert [r.aggregate_hash for r in resumed.monitor.rounds] == [r.aggregate_hash for r in whole.monitor.rounds]
     for k, v in whole.state_dict.items():
         np.testing.assert_array_equal(resumed.state_dict[k].numpy(), v.numpy())
@@ -254,3 +258,52 @@ def test_cli_resume_refuses_other_settings_and_another_scenario(banks, tmp_path,
     assert f"flsuite run {SC.name} --resume" in " ".join(capsys.readouterr().err.split())
     assert main(["run", SC.name, "--resume", str(tmp_path / "nowhere")]) == 2
     assert "No checkpoint at" in capsys.readouterr().err
+
+
+def test_a_site_lost_before_evaluation_does_not_hang_the_round(banks, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Flower's sampling waits without limit for enough nodes; the round loop waits reply-timeout, then stops."""
+    cfg, params, paths = banks
+    cfg = dataclasses.replace(cfg, num_server_rounds=2, strategy="fedavg", min_sites=3, reply_timeout=1.0)
+    grid = _grid(cfg, paths)
+    third = sorted(grid.contexts)[2]
+    original = grid.send_and_receive
+
+    def send(messages: Any, *, timeout: float | None = None) -> Any:
+        replies = original(list(messages), timeout=timeout)
+        if grid.sent and grid.sent[-1].metadata.message_type == "train":
+            grid.down.add(third)  # disconnects right after answering its training step
+        return replies
+
+    grid.send_and_receive = send  # type: ignore[method-assign]
+    plan = _plan(cfg, params, checkpoint=tmp_path / "checkpoint.npz")
+    with pytest.raises(QuorumError, match="Round 2 could not start: only 2 site"):
+        run_federation(grid, plan)
+    ckpt = read_checkpoint(tmp_path)
+    assert ckpt.round == 1
+    assert ckpt.monitor["rounds"][0]["evaluate_sampled"] == 0  # round 1 went unevaluated, not hung
+
+
+def test_resume_accepts_the_same_settings_spelled_differently_and_operational_changes(banks, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import argparse
+
+    from flcore.cli import _resumed_values
+    from flcore.config import to_dict
+
+    cfg, params, _ = banks
+    write_checkpoint(tmp_path / "checkpoint.npz", Checkpoint("r1", SC.name, to_dict(cfg), to_dict(params), 1, {}))
+    args = argparse.Namespace(resume=str(tmp_path), data=None)
+    ckpt, values = _resumed_values(SC, args, {"num-server-rounds": "3", "reply-timeout": "600", "min-sites": "3"})
+    assert ckpt.run_id == "r1"
+    assert float(values["reply-timeout"]) == 600 and int(values["min-sites"]) == 3
+    assert values["strategy"] == "fedadam"
+
+
+def test_the_ledger_keeps_a_runs_dp_steps(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from flcore.ledger import PrivacyLedger
+
+    ledger = PrivacyLedger(tmp_path / "ledger.json", "bank_a")
+    assert ledger.reserve("r1", 1.0, 1e-5, "sha256:x", "dp")
+    ledger.record("r1", 0.4, steps=120)
+    ledger.record("r1", 0.3, steps=60)  # a restarted SuperNode that lost count never lowers it
+    assert ledger.steps("r1") == 120 and ledger.steps("other") == 0
+    assert PrivacyLedger(tmp_path / "ledger.json", "bank_a").entries()[0]["epsilon"] == 0.4

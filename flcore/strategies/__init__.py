@@ -114,6 +114,11 @@ def min_sites_per_round(cfg: RunConfig, num_sites: int) -> int:
     return min(max(cfg.min_sites, get_spec(cfg.strategy).min_sites(cfg), 1), num_sites)
 
 
+def min_evaluate_per_round(cfg: RunConfig, num_sites: int) -> int:
+    """Sites that must be connected for a round's federated evaluation."""
+    return min(min_sites_per_round(cfg, num_sites), max(1, int(num_sites * cfg.fraction_evaluate)))
+
+
 def build_strategy(cfg: RunConfig, num_sites: int, **flower_kwargs: Any) -> Strategy:
     """Build the strategy ``cfg.strategy`` for a federation of ``num_sites`` sites.
 
@@ -153,7 +158,7 @@ def build_strategy(cfg: RunConfig, num_sites: int, **flower_kwargs: Any) -> Stra
         "fraction_train": cfg.fraction_train,
         "fraction_evaluate": cfg.fraction_evaluate,
         "min_train_nodes": min_nodes,
-        "min_evaluate_nodes": min(min_nodes, max(1, int(num_sites * cfg.fraction_evaluate))),
+        "min_evaluate_nodes": min_evaluate_per_round(cfg, num_sites),
         # The ServerApp waits for every site before round 1; later rounds go on without a site that dropped out.
         "min_available_nodes": min_nodes,
         **flower_kwargs,
