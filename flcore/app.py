@@ -49,7 +49,7 @@ from flcore.governance import GovernanceError, Refusal, refusal_error
 from flcore.keys import RUN_JSON
 from flcore.monitor import FederationMonitor, MonitoredGrid, RoundRecord, arrays_digest
 from flcore.privacy import steps_per_epoch
-from flcore.rounds import QuorumError, run_rounds
+from flcore.rounds import QuorumError, run_rounds, wait_for_sites
 from flcore.secagg import check_secagg, is_secagg_fit, run_secagg_rounds, secagg_client_mod, secagg_fit
 from flcore.siteguard import (
     SiteGovernance,
@@ -593,14 +593,12 @@ def _common_config(plan: FederationPlan, **extra: Any) -> ConfigRecord:
 
 def _wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
     # Flower samples from the nodes connected at that moment: wait for all of them.
-    deadline = time.monotonic() + timeout_s
-    while len(ids := list(grid.get_node_ids())) < n:
-        if time.monotonic() > deadline:
-            raise FlsuiteError(
-                f"Only {len(ids)} of {n} sites connected within {timeout_s:.0f} s. "
-                "Check that every site's SuperNode is running and can reach the SuperLink."
-            )
-        time.sleep(0.05)
+    ids = wait_for_sites(grid, n, timeout_s)
+    if len(ids) < n:
+        raise FlsuiteError(
+            f"Only {len(ids)} of {n} sites connected within {timeout_s:.0f} s. "
+            "Check that every site's SuperNode is running and can reach the SuperLink."
+        )
     return ids
 
 

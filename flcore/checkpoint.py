@@ -11,7 +11,6 @@ file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -148,11 +147,9 @@ def read_checkpoint(path: Path | str) -> Checkpoint:
 
 def file_digest(path: Path | str) -> str:
     """``sha256:...`` of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
+    from flcore.audit import digest_bytes
+
+    return digest_bytes(Path(path).read_bytes())
 
 
 # --------------------------------------------------------------------------------------

@@ -442,6 +442,27 @@ def summary_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
+    """The options `run` and `serve` share: the scenario, its settings, outputs, governance, resume."""
+    p.add_argument("scenario")
+    p.add_argument("--rounds", type=int, help="federated rounds (num-server-rounds)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--strategy", help="aggregation strategy (see `flsuite strategies`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting (see `flsuite settings SCENARIO`)")
+    p.add_argument("--out", help=f"output folder (default: {default_out})")
+    p.add_argument("--policy", help="federation policy (TOML) over the domain's defaults; sites add their own")
+    p.add_argument("--audit", help="audit trail to append to (default: OUT/audit.jsonl)")
+    p.add_argument(
+        "--fresh", action="store_true", help="start a new run even where OUT holds an unfinished run's checkpoint"
+    )
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue an interrupted run from the checkpoint in DIR (its output folder) after its last completed "
+        "round, with its own settings; results go to DIR unless --out is given",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     p = argparse.ArgumentParser(
@@ -512,47 +533,20 @@ def build_parser() -> argparse.ArgumentParser:
     ci.set_defaults(fn=cmd_certs_init)
 
     sv = sub.add_parser("serve", help="coordinator: start a SuperLink (TLS, site authentication) and run a scenario")
-    sv.add_argument("scenario")
+    _add_run_options(sv, "runs/SCENARIO-deployed")
     sv.add_argument("--certs", help="folder made by `flsuite certs init` (TLS certificate and site public keys)")
     sv.add_argument("--sites", help="register only these sites (comma-separated; default: every key in CERTS/sites)")
     sv.add_argument("--num-sites", type=int, help="sites that must connect before round 1 (default: registered keys)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     sv.add_argument("--port", type=int, default=9092, help="SuperLink port (default 9092)")
     sv.add_argument("--wait", type=float, default=300.0, help="seconds to wait for every site to connect (default 300)")
-    sv.add_argument("--rounds", type=int, help="federated rounds (num-server-rounds)")
-    sv.add_argument("--seed", type=int)
-    sv.add_argument("--strategy", help="aggregation strategy (see `flsuite strategies`)")
-    sv.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting (see `flsuite settings SCENARIO`)")
-    sv.add_argument("--out", help="output folder (default: runs/SCENARIO-deployed)")
-    sv.add_argument("--policy", help="federation policy (TOML) over the domain's defaults; sites add their own")
-    sv.add_argument("--audit", help="audit trail to append to (default: OUT/audit.jsonl)")
-    sv.add_argument(
-        "--fresh", action="store_true", help="start a new run even where OUT holds an unfinished run's checkpoint"
-    )
-    sv.add_argument("--resume", metavar="DIR", help="continue the interrupted run whose output folder is DIR")
     sv.add_argument("--insecure", action="store_true", help="plain-text transport (trials on one machine only)")
     sv.set_defaults(fn=cmd_serve)
 
     r = sub.add_parser("run", help="run federated, centralised and local-only arms; write results.json")
-    r.add_argument("scenario")
+    _add_run_options(r, "runs/SCENARIO")
     r.add_argument("--data", help="directory with one sub-folder per site (default: synthetic)")
-    r.add_argument("--rounds", type=int, help="federated rounds (num-server-rounds)")
-    r.add_argument("--seed", type=int)
-    r.add_argument("--strategy", help="aggregation strategy (see `flsuite strategies`)")
-    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting (see `flsuite settings SCENARIO`)")
-    r.add_argument("--out", help="output directory (default: runs/SCENARIO)")
     r.add_argument("--quiet", action="store_true", help="print only the summary")
-    r.add_argument("--policy", help="federation policy (TOML) over the domain's defaults; sites add their own")
-    r.add_argument("--audit", help="audit trail to append to (default: OUT/audit.jsonl)")
-    r.add_argument(
-        "--fresh", action="store_true", help="start a new run even where OUT holds an unfinished run's checkpoint"
-    )
-    r.add_argument(
-        "--resume",
-        metavar="DIR",
-        help="continue an interrupted run from the checkpoint in DIR (its output folder) after its last completed "
-        "round, with its own settings; results go to DIR unless --out is given",
-    )
     r.set_defaults(fn=cmd_run)
 
     pl = sub.add_parser("plan", help="show a run's training plan and its hash, or approve it in a site policy")

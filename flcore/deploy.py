@@ -120,9 +120,9 @@ def _primary_metric(plan: Any) -> str:
 
 
 def _write_status(path: Path, state: str, **fields: Any) -> None:
-    tmp = path.with_suffix(".partial")
-    tmp.write_text(json.dumps({"state": state, "time": time.time(), **fields}, indent=2))
-    tmp.replace(path)
+    from flcore.results import write_json
+
+    write_json(path, {"state": state, "time": time.time(), **fields})
 
 
 def read_status(out: Path) -> dict[str, Any]:
@@ -170,7 +170,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _listening(host: str, port: int) -> bool:
+def listening(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True
@@ -178,18 +179,42 @@ def _listening(host: str, port: int) -> bool:
         return False
 
 
+def process_tree(pid: int) -> list[Any]:
+    """A process (if alive), its descendants, and Flower's helpers started for any of them.
+
+    Flower starts its SuperExec and app processes with ``--parent-pid PID``; they outlive
+    their parent for a while, so they are found by that argument, not by parentage.
+    """
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        found = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        found = []
+    parents = {str(pid)} | {str(p.pid) for p in found}
+    grew = True
+    while grew:  # a helper's own helpers name the helper as their parent
+        grew = False
+        for p in psutil.process_iter(["cmdline"]):
+            cmdline = p.info.get("cmdline") or []
+            i = cmdline.index("--parent-pid") if "--parent-pid" in cmdline else -1
+            if 0 <= i < len(cmdline) - 1 and cmdline[i + 1] in parents and str(p.pid) not in parents:
+                found.append(p)
+                parents.add(str(p.pid))
+                grew = True
+    return found
+
+
 def stop_tree(proc: subprocess.Popen[Any] | None, grace_s: float = 10.0) -> None:
     """Stop a process and everything it started (Flower detaches its SuperExec and app processes)."""
-    if proc is None or (proc.poll() is not None and not _children(proc.pid) and not _orphans(proc.pid)):
+    if proc is None:
         return
     import psutil
 
-    procs = [*_children(proc.pid), *_orphans(proc.pid)]
-    try:
-        procs.insert(0, psutil.Process(proc.pid))
-    except psutil.NoSuchProcess:
-        pass
-    procs += [o for p in list(procs) for o in _orphans(p.pid) if o not in procs]
+    procs = process_tree(proc.pid)
+    if proc.poll() is not None:  # reaped: its pid may belong to another process by now
+        procs = [p for p in procs if p.pid != proc.pid]
     for p in procs:
         try:
             p.send_signal(signal.SIGTERM)
@@ -205,27 +230,6 @@ def stop_tree(proc: subprocess.Popen[Any] | None, grace_s: float = 10.0) -> None
         proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         pass
-
-
-def _children(pid: int) -> list[Any]:
-    import psutil
-
-    try:
-        return list(psutil.Process(pid).children(recursive=True))
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _orphans(pid: int) -> list[Any]:
-    """Flower's helper processes started for ``pid`` (``--parent-pid PID``): they outlive it for a while."""
-    import psutil
-
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmdline = p.info.get("cmdline") or []
-        if "--parent-pid" in cmdline and cmdline[cmdline.index("--parent-pid") + 1 :][:1] == [str(pid)]:
-            found.append(p)
-    return found
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -362,7 +366,7 @@ def serve(opts: ServeOptions, say: Say = print) -> int:
         cmd.append("--enable-supernode-auth")
     cmd += ["--database", str(work / "state.db"), "--disable-runtime-dependency-installation"]
     cmd += ["--host", opts.host, "--port", str(opts.port)]
-    if _listening(connect, opts.port):
+    if listening(connect, opts.port):
         raise DeploymentError(
             f"Port {opts.port} on {connect} is already in use (another SuperLink?). Stop it or choose --port."
         )
@@ -397,7 +401,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def _await_port(proc: subprocess.Popen[Any], host: str, port: int, log: Path, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while not _listening(host, port):
+    while not listening(host, port):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise DeploymentError(
                 f"The SuperLink did not start (exit code {proc.poll()}); the end of its log {log}:\n{_tail(log)}"

@@ -88,7 +88,7 @@ def run_rounds(
         If fewer than ``min_sites`` sites are connected within ``timeout`` or answer a round's training step.
     """
     for server_round in range(first_round, num_rounds + 1):
-        connected = _wait_for_sites(grid, min_sites, timeout)
+        connected = wait_for_sites(grid, min_sites, timeout)
         if len(connected) < min_sites:
             raise QuorumError(
                 server_round,
@@ -124,7 +124,7 @@ def run_rounds(
         if aggregated is not None:
             arrays = aggregated
         # Flower's sampling waits without limit for enough nodes: wait here, with one.
-        if len(_wait_for_sites(grid, min_evaluate, timeout)) >= min_evaluate:
+        if len(wait_for_sites(grid, min_evaluate, timeout)) >= min_evaluate:
             random.seed(f"{seed}/{server_round}/evaluate")
             evaluate = list(strategy.configure_evaluate(server_round, arrays, evaluate_config, grid))
             strategy.aggregate_evaluate(server_round, _replies(grid, evaluate, timeout))
@@ -136,9 +136,9 @@ def _replies(grid: Grid, messages: list[Message], timeout: float) -> list[Messag
     return list(grid.send_and_receive(messages, timeout=timeout)) if messages else []
 
 
-def _wait_for_sites(grid: Grid, needed: int, timeout: float) -> list[int]:
+def wait_for_sites(grid: Grid, needed: int, timeout: float) -> list[int]:
     """Node ids connected now, waiting up to ``timeout`` seconds for at least ``needed`` of them."""
     deadline = time.monotonic() + timeout
     while len(ids := list(grid.get_node_ids())) < needed and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.05)
     return ids

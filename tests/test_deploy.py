@@ -23,7 +23,7 @@ import pytest
 
 from flcore.audit import verify
 from flcore.checkpoint import read_checkpoint
-from flcore.deploy import REFUSED_EXIT, free_port
+from flcore.deploy import REFUSED_EXIT, free_port, listening, process_tree
 
 pytestmark = pytest.mark.deploy
 
@@ -61,7 +61,7 @@ class Processes:
     def crash(self, name: str) -> None:
         """SIGKILL the process and everything it started, as a power cut would."""
         proc = self.started[name]
-        victims = _tree(proc.pid)
+        victims = process_tree(proc.pid)
         for p in victims:
             try:
                 p.send_signal(signal.SIGKILL)
@@ -72,7 +72,7 @@ class Processes:
 
     def stop_all(self) -> None:
         for name, proc in self.started.items():
-            if proc.poll() is None or _tree(proc.pid)[1:]:
+            if proc.poll() is None or process_tree(proc.pid):
                 self.crash(name)
 
 
@@ -81,24 +81,6 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
     p = Processes(tmp_path)
     yield p
     p.stop_all()
-
-
-def _tree(pid: int) -> list[Any]:
-    """The process, its descendants, and Flower's helpers that name one of them as --parent-pid."""
-    try:
-        found = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        found = []
-    pids = {str(p.pid) for p in found} | {str(pid)}
-    for p in psutil.process_iter(["cmdline"]):
-        cmdline = p.info.get("cmdline") or []
-        if (
-            "--parent-pid" in cmdline
-            and cmdline[cmdline.index("--parent-pid") + 1 :][:1]
-            and (cmdline[cmdline.index("--parent-pid") + 1] in pids)
-        ):
-            found.append(p)
-    return found
 
 
 def _ok(cmd: list[str]) -> None:
@@ -217,7 +199,7 @@ def test_a_crashed_coordinator_resumes_from_its_last_round(pilot: Path, procs: P
     procs.crash("serve")  # the coordinator's machine dies: serve, SuperLink and ServerApp at once
     crashed_at = read_checkpoint(out)
     assert crashed_at.round == 1
-    _wait(lambda: not _listening(port), 30, "the port to close", procs)
+    _wait(lambda: not listening("127.0.0.1", port), 30, "the port to close", procs)
 
     resumed = procs.start(
         "serve-resumed",
@@ -239,11 +221,3 @@ def test_a_crashed_coordinator_resumes_from_its_last_round(pilot: Path, procs: P
     assert len(resumes) == 1 and resumes[0]["after_round"] == crashed_at.round
     assert verify(out / "audit.jsonl", expected_head=results["audit"]["head"]).ok
     assert read_checkpoint(out).round == 2
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
