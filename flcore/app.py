@@ -33,6 +33,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from flcore import keys
 from flcore import scenario as scenario_registry
+from flcore.attacks import ATTACKERS, attack_mod, choose_attackers
 from flcore.checkpoint import (
     RESUME_EXEMPT,
     Checkpoint,
@@ -42,7 +43,7 @@ from flcore.checkpoint import (
     write_checkpoint,
 )
 from flcore.compression import compression_mod
-from flcore.config import RunConfig, from_json, settings_of, to_dict, to_json
+from flcore.config import RunConfig, from_json, refuse_attack_outside_simulation, settings_of, to_dict, to_json
 from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs
 from flcore.exceptions import ConfigError, FlsuiteError
 from flcore.governance import GovernanceError, Refusal, refusal_error
@@ -320,15 +321,20 @@ def _pin_plan(context: Context, run_id: str, plan: str, site: str, gov: SiteGove
 DP_NOISE = "dp-noise-multiplier"
 
 
-def _update_norm(before: ArrayRecord, after: dict[str, Any]) -> float:
-    total = 0.0
+def _update_norm(before: ArrayRecord, after: ArrayRecord) -> float | None:
+    """L2 norm of ``after - before`` over the floating-point arrays both hold (None if none: trees)."""
+    total, found = 0.0, False
     for name, arr in before.items():
         old = arr.numpy()  # type: ignore[union-attr]
-        if not np.issubdtype(old.dtype, np.floating):
+        if not np.issubdtype(old.dtype, np.floating) or name not in after:
             continue
-        diff = after[name].detach().cpu().numpy().astype(np.float64) - old
+        new = after[name].numpy()  # type: ignore[union-attr]
+        if new.shape != old.shape:
+            continue
+        diff = new.astype(np.float64) - old
         total += float(np.dot(diff.ravel(), diff.ravel()))
-    return float(np.sqrt(total))
+        found = True
+    return float(np.sqrt(total)) if found else None
 
 
 def make_client_app(
@@ -336,6 +342,7 @@ def make_client_app(
     torch_threads: int | None = None,
     simulate_dropout: bool = False,
     governance: SiteGovernanceFn | None = None,
+    simulate_attack: bool = False,
 ) -> ClientApp:
     """Build the ClientApp.
 
@@ -352,6 +359,9 @@ def make_client_app(
         ``governance(context, cfg, scenario, split) -> SiteGovernance``: the site's
         policy and ledger. Defaults to the node config's ``policy`` file, else
         ``policy.toml`` in the site folder, over the domain's defaults.
+    simulate_attack : bool
+        Add :func:`flcore.attacks.attack_mod` (simulation only): the sites named in the
+        train config's ``attackers`` replace their update as ``attack`` says.
 
     Before it answers any message of a run, the site runs its own gate
     (:func:`flcore.siteguard.admit`) and answers with its refusals instead if the run
@@ -359,7 +369,10 @@ def make_client_app(
     calibrates itself, and records the epsilon spent in its ledger.
     """
     # The dropout draw comes first: an offline device does not even decode its message.
-    app = ClientApp(mods=[*([dropout_mod] if simulate_dropout else []), compression_mod])
+    # The attack acts on the plain update, inside compression (an attacking site's reply is what it trains).
+    app = ClientApp(
+        mods=[*([dropout_mod] if simulate_dropout else []), compression_mod, *([attack_mod] if simulate_attack else [])]
+    )
 
     def site_for(msg: Message, context: Context) -> tuple[Any, RunConfig, Any, SiteSplit, SiteGovernance, str]:
         return site_for_config(msg.content[keys.CONFIG], context)  # type: ignore[arg-type]
@@ -386,7 +399,7 @@ def make_client_app(
 
     def model_from(task: Any, split: SiteSplit, arrays: ArrayRecord) -> Any:
         model = task.init_model(FeatureStats.of(split.train.x[:1]), 0)
-        model.load_state_dict(arrays.to_torch_state_dict())
+        task.load_model_arrays(model, arrays)
         return model
 
     def dp_steps(
@@ -449,8 +462,10 @@ def make_client_app(
         metrics = MetricRecord({keys.DP_EPSILON: spent, DP_NOISE: noise})
         return Message(content=RecordDict({keys.METRICS: metrics, keys.SITE: _site_record(split.name)}), reply_to=msg)
 
-    def train_core(config: ConfigRecord, arrays: ArrayRecord, context: Context) -> tuple[Any, dict[str, Any], str]:
-        """Train one round at this site: the new state dict, the reply's metrics, the site's name."""
+    def train_core(
+        config: ConfigRecord, arrays: ArrayRecord, context: Context
+    ) -> tuple[ArrayRecord, dict[str, Any], str]:
+        """Train one round at this site: what it sends back, the reply's metrics, the site's name."""
         scenario, cfg, params, split, gov, run_id = site_for_config(config, context)
         server_round = int(config[keys.SERVER_ROUND])  # type: ignore[arg-type]
         task = scenario.make_task(params)
@@ -482,8 +497,10 @@ def make_client_app(
             dp=dp,
         )
         values: dict[str, Any] = {keys.NUM_EXAMPLES: len(split.train), keys.UNIT_WEIGHT: 1.0, **out}
-        state = model.state_dict()
-        values[keys.UPDATE_NORM] = _update_norm(arrays, state)
+        sent = task.update_arrays(model, cfg)
+        norm = _update_norm(arrays, sent)
+        if norm is not None:
+            values[keys.UPDATE_NORM] = norm
         if dp is not None:
             record = context.state.config_records.get(_DP_STATE) or ConfigRecord()
             record[run_id] = dp.steps
@@ -492,19 +509,19 @@ def make_client_app(
             ledger = ledger_of(gov)
             if ledger is not None:
                 ledger.record(run_id, values[keys.DP_EPSILON], steps=dp.steps)
-        return state, values, split.name
+        return sent, values, split.name
 
     @app.train(mods=[secagg_client_mod])
     def train(msg: Message, context: Context) -> Message:
         if is_secagg_fit(msg):  # the masked-update stage of SecAgg+ (legacy FitIns content)
             return secagg_fit(msg, context, train_core)
         try:
-            state, values, name = train_core(msg.content[keys.CONFIG], msg.content[keys.ARRAYS], context)  # type: ignore[arg-type]
+            sent, values, name = train_core(msg.content[keys.CONFIG], msg.content[keys.ARRAYS], context)  # type: ignore[arg-type]
         except _Refused as refused:
             return _refusal_error(msg, refused.refusals)
         content = RecordDict(
             {
-                keys.ARRAYS: ArrayRecord(state),
+                keys.ARRAYS: sent,
                 keys.METRICS: MetricRecord(values),
                 keys.SITE: _site_record(name),
             }
@@ -563,18 +580,23 @@ class FederationPlan:
     resume: Checkpoint | None = None
     #: Kept in the checkpoint for whoever resumes (e.g. the data folder the run read).
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Simulation with ``attack`` set: the attacking sites (drawn once the sites have named themselves).
+    attackers: list[str] = field(default_factory=list)
 
 
 @dataclass
 class FederationOutcome:
     """What the ServerApp hands back: the final model and the per-round records."""
 
-    state_dict: dict[str, Any] = field(default_factory=dict)
+    #: The final global model, as the task's :meth:`~flcore.task.Task.load_model_arrays` reads it.
+    arrays: ArrayRecord | None = None
     monitor: FederationMonitor | None = None
     feature_stats: FeatureStats | None = None
     sites: list[str] = field(default_factory=list)
     wall_time_s: float = 0.0
     privacy: dict[str, Any] = field(default_factory=dict)
+    #: The sites that attacked, in an attack simulation.
+    attackers: list[str] = field(default_factory=list)
 
 
 def _common_config(plan: FederationPlan, **extra: Any) -> ConfigRecord:
@@ -668,12 +690,16 @@ def run_federation(grid: Grid, plan: FederationPlan, context: Context | None = N
         raise refusal_error(err.refusals, scenario.site_noun) from None
     mgrid.name_nodes(names)
     sites = sorted(names.values())
+    if cfg.attack != "none":
+        plan.attackers = choose_attackers(sites, cfg.attack_sites, cfg.seed)
+        if plan.audit is not None:
+            plan.audit.append("attack-simulation", run=plan.run_id, attack=cfg.attack, sites=plan.attackers)
     if plan.audit is not None:
         plan.audit.append("gate", run=plan.run_id, by="sites", decision="pass", sites=sites)
 
     task = scenario.make_task(plan.params)
     model = task.init_model(stats, cfg.seed)
-    initial = ArrayRecord(model.state_dict())
+    initial = task.model_arrays(model)
     if cfg.secure_aggregation == "secagg+":
         check_secagg(cfg, plan.num_sites)
         if plan.resume is not None:
@@ -687,12 +713,13 @@ def run_federation(grid: Grid, plan: FederationPlan, context: Context | None = N
         final = _run_strategy(mgrid, plan, monitor, initial, sites, t0)
     privacy = _end_run(mgrid, node_ids, plan, monitor)
     return FederationOutcome(
-        state_dict=final.to_torch_state_dict(),
+        arrays=final,
         monitor=monitor,
         feature_stats=stats,
         sites=sites,
         wall_time_s=time.perf_counter() - t0 + (plan.resume.wall_time_s if plan.resume is not None else 0.0),
         privacy=privacy,
+        attackers=list(plan.attackers),
     )
 
 
@@ -709,6 +736,7 @@ def _run_strategy(
     strategy = build_strategy(
         cfg,
         plan.num_sites,
+        on_reject=monitor.record_rejection,
         train_metrics_aggr_fn=monitor.aggregate_train,
         evaluate_metrics_aggr_fn=monitor.aggregate_evaluate,
     )
@@ -771,7 +799,7 @@ def _run_strategy(
             min_sites=quorum,
             min_evaluate=min(quorum, min_evaluate_per_round(cfg, plan.num_sites)),
             seed=cfg.seed,
-            train_config=_common_config(plan),
+            train_config=_common_config(plan, **({ATTACKERS: ",".join(plan.attackers)} if plan.attackers else {})),
             evaluate_config=_common_config(plan),
             after_round=after_round,
             site_names=names,
@@ -877,6 +905,7 @@ def _audited(on_round: Callable[[RoundRecord], None] | None, audit: Any) -> Call
             failed=rec.failures,
             dropped=rec.dropouts,
             missing=rec.missing,
+            rejected=rec.rejected,
         )
         if on_round is not None:
             on_round(rec)
@@ -918,6 +947,7 @@ def plan_from_run_config(run_config: dict[str, Any]) -> tuple[FederationPlan, Pa
     policy_file = str(run_config.get("policy-file", ""))
     policy = load_policy(policy_file, scenario.policy) if policy_file else scenario.policy
     cfg = resolve_privacy(cfg, policy)
+    refuse_attack_outside_simulation(cfg)
     num_sites = int(run_config.get("num-sites-expected", 0)) or len(
         list_site_dirs(_data_root(scenario, str(run_config.get("data-dir", "")), cfg.seed), scenario.adapter)
     )

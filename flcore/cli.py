@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from flcore.config import refuse_attack_outside_simulation
 from flcore.exceptions import ConfigError, FlsuiteUserError
 
 
@@ -135,6 +136,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_robustness(args: argparse.Namespace) -> int:
+    """`flsuite robustness SCENARIO`: strategies against simulated attacks, one table."""
+    from flcore import scenario
+    from flcore.governance import load_policy
+    from flcore.robustness import run_robustness, table_markdown, write_robustness
+
+    sc = scenario.get(args.scenario)
+    values = _run_values(args)
+    values.pop("strategy", None)
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    out = Path(args.out or f"runs/{sc.name}-robustness")
+    policy = load_policy(args.policy, sc.policy) if args.policy else None
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    result = run_robustness(sc, values, strategies, attacks, Path(args.data) if args.data else None, say, policy)
+    paths = write_robustness(result, out)
+    print(table_markdown(result))
+    print("written: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def _configured(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """Scenario, settings and parameters of `run`/`serve`; with ``--resume``, the checkpoint's and the checkpoint."""
     from flcore import scenario
@@ -257,6 +279,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from flcore.siteguard import resolve_privacy
 
     sc, cfg, params, resume = _configured(args)
+    refuse_attack_outside_simulation(cfg)
     resume_from = find_checkpoint(args.resume) if resume is not None else None
     policy = load_policy(args.policy, sc.policy) if args.policy else sc.policy
     cfg = resolve_privacy(cfg, policy)
@@ -548,6 +571,32 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", help="directory with one sub-folder per site (default: synthetic)")
     r.add_argument("--quiet", action="store_true", help="print only the summary")
     r.set_defaults(fn=cmd_run)
+
+    from flcore.robustness import DEFAULT_ATTACKS, DEFAULT_STRATEGIES
+
+    rb = sub.add_parser(
+        "robustness", help="compare strategies under simulated attacks (federated arm only); write a table"
+    )
+    rb.add_argument("scenario")
+    rb.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES), help="comma-separated strategy names")
+    rb.add_argument(
+        "--attacks",
+        default=",".join(DEFAULT_ATTACKS),
+        help="comma-separated attacks (scale, sign-flip, noise, nan, inf); the clean run is always included",
+    )
+    rb.add_argument("--rounds", type=int, help="federated rounds (num-server-rounds)")
+    rb.add_argument("--seed", type=int)
+    rb.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any setting, e.g. attack-sites=1, attack-factor=10 (see `flsuite settings SCENARIO`)",
+    )
+    rb.add_argument("--data", help="directory with one sub-folder per site (default: synthetic)")
+    rb.add_argument("--policy", help="federation policy (TOML) over the domain's defaults")
+    rb.add_argument("--out", help="output folder (default: runs/SCENARIO-robustness)")
+    rb.add_argument("--quiet", action="store_true", help="print only the table")
+    rb.set_defaults(fn=cmd_robustness)
 
     pl = sub.add_parser("plan", help="show a run's training plan and its hash, or approve it in a site policy")
     pl.add_argument("scenario")

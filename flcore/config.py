@@ -20,6 +20,9 @@ from flcore.exceptions import ConfigError
 
 T = TypeVar("T")
 
+#: Simulated misbehaviour of attacking sites (see :mod:`flcore.attacks`).
+ATTACKS = ("none", "scale", "sign-flip", "noise", "nan", "inf")
+
 
 def setting(
     default: Any,
@@ -270,7 +273,27 @@ class RunConfig:
     proximal_mu: float = setting(0.01, "fedprox: proximal term weight.", low=0.0)
     server_learning_rate: float = setting(0.01, "fedadam/fedyogi: server learning rate (eta).", low=0.0, low_open=True)
     trim_beta: float = setting(0.2, "fedtrimmedavg: share trimmed at each end.", low=0.0, high=0.5, high_open=True)
-    krum_malicious: int = setting(1, "krum: number of malicious sites tolerated.", low=0)
+    krum_malicious: int = setting(1, "krum/multikrum: number of malicious sites tolerated.", low=0)
+    krum_select: int = setting(
+        0, "multikrum: updates averaged after selection (0: sites per round minus krum-malicious).", low=0
+    )
+    attack: str = setting(
+        "none",
+        "Simulation: what attack-sites attacking sites send every round instead of their honest update: "
+        "none; scale (attack-factor x update); sign-flip (-attack-factor x update); noise (Gaussian noise of "
+        "standard deviation attack-noise instead of the update); nan or inf (non-finite values, which the "
+        "server always rejects).",
+        choices=ATTACKS,
+    )
+    attack_sites: int = setting(
+        1, "Simulation: how many sites attack (chosen from the seed) when attack is set.", low=1
+    )
+    attack_factor: float = setting(
+        10.0, "attack=scale|sign-flip: factor applied to the update.", low=0.0, low_open=True
+    )
+    attack_noise: float = setting(
+        1.0, "attack=noise: standard deviation of the noise sent instead of the update.", low=0.0, low_open=True
+    )
     test_fraction: float = setting(
         0.3, "Share of each site's data held out for testing.", low=0.0, high=1.0, low_open=True, high_open=True
     )
@@ -297,3 +320,36 @@ class RunConfig:
     num_sites: int = setting(0, "Sites for the dirichlet/quantity partitioner (0: as many as natural sites).", low=0)
     seed: int = setting(0, "Seed of splits, initialisation, sampling and shuffling.", low=0)
     num_cpus_per_client: float = setting(1.0, "CPUs reserved per virtual client in simulation.", low=0.0, low_open=True)
+
+
+def check_attack(cfg: RunConfig, num_sites: int | None = None) -> None:
+    """Refuse an attack simulation the suite cannot run faithfully.
+
+    Raises
+    ------
+    ConfigError
+        With secure aggregation or an update codec (the simulated attack acts on
+        plain updates), or with more attacking sites than sites.
+    """
+    if cfg.attack == "none":
+        return
+    for key, value in (("secure-aggregation", cfg.secure_aggregation), ("update-compression", cfg.update_compression)):
+        if value != "none":
+            raise ConfigError(
+                f"attack={cfg.attack} with {key}={value}: the simulated attack replaces a site's plain update, "
+                f"which {key} hides or encodes. Set {key}=none for the attack simulation."
+            )
+    if num_sites is not None and cfg.attack_sites > num_sites:
+        raise ConfigError(
+            f"attack-sites={cfg.attack_sites}, but the federation has {num_sites} sites. "
+            f"Set attack-sites between 1 and {num_sites}."
+        )
+
+
+def refuse_attack_outside_simulation(cfg: RunConfig) -> None:
+    """A deployed federation's sites never run the simulated attack: refuse a plan that asks for one."""
+    if cfg.attack != "none":
+        raise ConfigError(
+            f"attack={cfg.attack} is a simulation setting (flsuite run, flsuite robustness): deployed sites never "
+            "run the simulated attack. Remove it for a deployment; the server rejects non-finite updates anyway."
+        )

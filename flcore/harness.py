@@ -24,7 +24,8 @@ from typing import Any, cast
 import numpy as np
 
 from flcore import metrics
-from flcore.config import RunConfig, to_dict
+from flcore.attacks import describe as describe_attack
+from flcore.config import RunConfig, check_attack, to_dict
 from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs
 from flcore.exceptions import ConfigError, DataValidationError
 from flcore.governance import (
@@ -448,6 +449,7 @@ def _run_arms(
     cfg = resolve_privacy(cfg, policy)
     prepared = prepare_data(scenario, cfg, data_dir, progress, params, policy)
     check_secagg(cfg, len(prepared.splits))
+    check_attack(cfg, len(prepared.splits))
     build_strategy(cfg, len(prepared.splits))  # a strategy the federation cannot run fails here, not in round 1
     run_id = resume.run_id if resume is not None else uuid.uuid4().hex[:16]
     gate_record = gate(scenario, cfg, params, prepared.governance, policy, audit, run_id)
@@ -504,7 +506,8 @@ def _run_arms(
     stats = outcome.feature_stats
     assert stats is not None
     fed_model = task.init_model(stats, cfg.seed)
-    fed_model.load_state_dict(outcome.state_dict)
+    assert outcome.arrays is not None
+    task.load_model_arrays(fed_model, outcome.arrays)
     federated = score_arm(task, splits, lambda _: fed_model, primary, shared_model=True)
     monitor = outcome.monitor
     assert monitor is not None
@@ -517,6 +520,17 @@ def _run_arms(
         compression=_compression(monitor.rounds, cfg),
         privacy=outcome.privacy,
     )
+    rejected: dict[str, int] = {}
+    for r in monitor.rounds:
+        for site in r.rejected:
+            rejected[site] = rejected.get(site, 0) + 1
+    federated["rejected_updates"] = dict(sorted(rejected.items()))
+    if cfg.attack != "none":
+        federated["attack"] = describe_attack(cfg, outcome.attackers)
+        progress(
+            f"      simulated attack: {cfg.attack} from {', '.join(outcome.attackers)}; "
+            f"updates rejected by the server: {sum(rejected.values())}"
+        )
     _show_arm("federated", federated, primary, progress)
     if cfg.privacy != "none" and outcome.privacy.get("epsilon") is not None:
         progress(
@@ -532,7 +546,9 @@ def _run_arms(
         )
 
     # -- centralised ------------------------------------------------------------------
-    progress(f"[2/3] centralised: all training splits pooled, {rounds * cfg.local_epochs} epochs")
+    baseline = task.baseline_rounds(cfg, len(splits))
+    budget = f"{baseline * cfg.local_epochs} " + ("boosting rounds" if task.model_family == "xgboost" else "epochs")
+    progress(f"[2/3] centralised: all training splits pooled, {budget}")
     t0 = time.perf_counter()
     pooled = SiteData(
         "pooled",
@@ -540,18 +556,18 @@ def _run_arms(
         np.concatenate([s.train.y for s in splits]),
     )
     central_model = task.init_model(FeatureStats.of(pooled.x, pooled.y), cfg.seed)
-    task.fit(central_model, pooled, cfg, first_round=0, num_rounds=rounds, seed=cfg.seed)
+    task.fit(central_model, pooled, cfg, first_round=0, num_rounds=baseline, seed=cfg.seed)
     centralised = score_arm(task, splits, lambda _: central_model, primary, shared_model=True)
     centralised["wall_time_s"] = time.perf_counter() - t0
     _show_arm("centralised", centralised, primary, progress)
 
     # -- local-only ---------------------------------------------------------------------
-    progress(f"[3/3] local-only: each {scenario.site_noun} alone, {rounds * cfg.local_epochs} epochs")
+    progress(f"[3/3] local-only: each {scenario.site_noun} alone, {budget}")
     t0 = time.perf_counter()
     local_models = {}
     for split in splits:
         model = task.init_model(FeatureStats.of(split.train.x, split.train.y), cfg.seed)
-        task.fit(model, split.train, cfg, first_round=0, num_rounds=rounds, seed=cfg.seed)
+        task.fit(model, split.train, cfg, first_round=0, num_rounds=baseline, seed=cfg.seed)
         local_models[split.name] = model
     local_only = score_arm(task, splits, local_models.__getitem__, primary, shared_model=False)
     union_x = np.concatenate([s.test.x for s in splits])

@@ -55,6 +55,8 @@ class RoundRecord:
     aggregate_hash: str | None = None
     #: Sites sampled for training that did not answer (offline, timed out or failed), by name.
     missing: list[str] = field(default_factory=list)
+    #: Sites whose update the server rejected before aggregation (non-finite values), with the reason.
+    rejected: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         def clean(d: dict[str, float]) -> dict[str, float | None]:
@@ -74,6 +76,7 @@ class RoundRecord:
             "bytes_received_train": self.bytes_received_train,
             "sites_trained": sorted(self.per_site_train),
             "sites_missing": sorted(self.missing),
+            "sites_rejected": dict(sorted(self.rejected.items())),
             "wall_time_s": round(self.wall_time_s, 4),
             "epsilon": self.epsilon,
             "aggregate_hash": self.aggregate_hash,
@@ -167,6 +170,15 @@ class FederationMonitor:
         elif message_type == "evaluate":
             rec.evaluate_sampled = sent
             rec.evaluate_replies = len(replies) - len(failed)
+
+    def record_rejection(self, server_round: int, site: str, reason: str) -> None:
+        """The screen dropped ``site``'s update in ``server_round`` (see :mod:`flcore.strategies.screen`)."""
+        rec = self._current
+        if rec is None or rec.round != server_round:
+            rec = RoundRecord(round=server_round)
+            self._current = rec
+            self.rounds.append(rec)
+        rec.rejected[site] = reason
 
     # -- metric aggregation functions handed to the strategy -------------------------
     def aggregate_train(self, records: list[RecordDict], weight_key: str) -> MetricRecord:

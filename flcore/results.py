@@ -43,13 +43,17 @@ def clean(obj: Any) -> Any:
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     """Write ``data`` as strict JSON via a temporary file and an atomic rename."""
+    return write_text(path, json.dumps(clean(data), indent=2, allow_nan=False) + "\n")
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` via a temporary file and an atomic rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(clean(data), fh, indent=2, allow_nan=False)
-            fh.write("\n")
+            fh.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

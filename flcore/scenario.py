@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from flcore.config import RunConfig, apply_settings, settings_of, validate
+from flcore.config import RunConfig, apply_settings, check_attack, settings_of, validate
 from flcore.data import DomainAdapter, SiteData, SiteSplit, split_site
 from flcore.exceptions import ConfigError, UnknownNameError
 from flcore.governance import GovernancePolicy
@@ -66,6 +66,10 @@ class Scenario:
         Recommended settings per ``privacy`` mode (e.g. under ``dp``: fewer, larger
         steps), applied over ``run_defaults`` when that mode is chosen and before the
         user's own settings.
+    model_defaults : mapping
+        Recommended settings per value of the domain's ``model`` parameter (e.g.
+        under ``xgboost``: the tree strategy and one boosting round per round),
+        applied over ``run_defaults`` when that model is chosen.
     """
 
     name: str
@@ -83,6 +87,7 @@ class Scenario:
     leave_out_unusable: bool = False
     repartition: bool = True
     privacy_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    model_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def split(self, site: SiteData, cfg: RunConfig) -> SiteSplit:
         """Hold out a site's test (and validation) data the way this scenario requires."""
@@ -116,13 +121,18 @@ class Scenario:
                 f"Unknown setting '{unknown[0]}' for scenario {self.name}. Valid settings: "
                 f"{', '.join(sorted(set(run_keys) | set(param_keys)))}."
             )
+        params = validate(apply_settings(self.params, param_vals, owner=f"scenario {self.name}"))
         base = self.default_run_config()
+        model = str(getattr(params, "model", ""))
+        if model in self.model_defaults:
+            base = apply_settings(base, self.model_defaults[model], owner=f"scenario {self.name} (model={model})")
         mode = str(run_vals.get("privacy", base.privacy))
         if mode in self.privacy_defaults:
             base = apply_settings(base, self.privacy_defaults[mode], owner=f"scenario {self.name} ({mode})")
-        cfg = apply_settings(base, run_vals, owner=f"scenario {self.name}")
-        params = apply_settings(self.params, param_vals, owner=f"scenario {self.name}")
-        return validate(cfg), validate(params)
+        cfg = validate(apply_settings(base, run_vals, owner=f"scenario {self.name}"))
+        self.make_task(params).check_config(cfg)
+        check_attack(cfg)
+        return cfg, params
 
     def params_from_dict(self, values: Mapping[str, Any]) -> Any:
         """Domain params from a kebab-case dict (as carried in a ConfigRecord)."""

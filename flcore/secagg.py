@@ -117,7 +117,7 @@ def secagg_fit(msg: Message, context: Context, train_core: TrainCore) -> Message
     arrays = ArrayRecord({n: Array(np.ascontiguousarray(a)) for n, a in zip(names, sent, strict=True)})
     state, values, site = train_core(config, arrays, context)
     update = [
-        (state[n].detach().cpu().numpy().astype(np.float64) - a.astype(np.float64)).astype(np.float32)
+        (state[n].numpy().astype(np.float64) - a.astype(np.float64)).astype(np.float32)  # type: ignore[union-attr]
         for n, a in zip(names, sent, strict=True)
     ]
     metrics = {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}

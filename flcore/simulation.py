@@ -110,6 +110,7 @@ def run_federated_simulation(
             torch_threads=max(1, int(cfg.num_cpus_per_client)),
             simulate_dropout=cfg.dropout_rate > 0,
             governance=prepared_governance(governance),
+            simulate_attack=cfg.attack != "none",
         ),
         num_supernodes=len(splits),
         backend_config=backend_config,  # type: ignore[arg-type]

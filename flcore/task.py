@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+from flwr.app import ArrayRecord
 from torch import nn
 
 from flcore import keys, metrics
 from flcore.config import RunConfig
 from flcore.data import FeatureStats, SiteData
+from flcore.exceptions import ConfigError
 from flcore.training import bce_loss, fit_binary, fit_reconstruction, lr_at, predict_proba, predict_scores
 
 if TYPE_CHECKING:
@@ -71,9 +73,62 @@ class Task(Protocol):
         """
         ...
 
+    # -- how the model travels ----------------------------------------------------------
+    #: ``"torch"`` (weight arrays, averaged) or ``"xgboost"`` (tree ensembles, merged).
+    model_family: str
+
+    def model_arrays(self, model: Any) -> ArrayRecord:
+        """The whole model as Flower arrays (the global model, a checkpoint)."""
+        ...
+
+    def load_model_arrays(self, model: Any, arrays: ArrayRecord) -> None:
+        """Replace ``model``'s parameters with ``arrays``."""
+        ...
+
+    def update_arrays(self, model: Any, cfg: RunConfig) -> ArrayRecord:
+        """What a site sends after training a round (for weights, the whole model)."""
+        ...
+
+    def baseline_rounds(self, cfg: RunConfig, num_sites: int) -> int:
+        """Rounds the centralised and local-only arms train, for the same budget as the federation."""
+        ...
+
+    def check_config(self, cfg: RunConfig) -> None:
+        """Raise :class:`~flcore.exceptions.ConfigError` for settings this model cannot run."""
+        ...
+
+
+class TorchExchange:
+    """How a torch model travels: its state dict, averaged by the weight-space strategies."""
+
+    model_family = "torch"
+
+    def model_arrays(self, model: nn.Module) -> ArrayRecord:
+        return ArrayRecord(model.state_dict())
+
+    def load_model_arrays(self, model: nn.Module, arrays: ArrayRecord) -> None:
+        model.load_state_dict(arrays.to_torch_state_dict())
+
+    def update_arrays(self, model: nn.Module, cfg: RunConfig) -> ArrayRecord:
+        return self.model_arrays(model)
+
+    def baseline_rounds(self, cfg: RunConfig, num_sites: int) -> int:
+        """``R`` rounds of ``E`` epochs: the epochs every site trains in the federation."""
+        return cfg.num_server_rounds
+
+    def check_config(self, cfg: RunConfig) -> None:
+        from flcore.xgb import TREE_STRATEGIES
+
+        if cfg.strategy in TREE_STRATEGIES:
+            raise ConfigError(
+                f"strategy={cfg.strategy} merges XGBoost tree ensembles, but this model is a neural network. "
+                "Use a weight-averaging strategy (see `flsuite strategies`), or model=xgboost where the "
+                "scenario offers it."
+            )
+
 
 @dataclass
-class BinaryClassificationTask:
+class BinaryClassificationTask(TorchExchange):
     """A torch binary classifier trained with weighted BCE and SGD.
 
     Parameters
@@ -156,7 +211,7 @@ class BinaryClassificationTask:
 
 
 @dataclass
-class AnomalyDetectionTask:
+class AnomalyDetectionTask(TorchExchange):
     """Unsupervised anomaly detection: a model of normal data whose error is the anomaly score.
 
     The model's forward pass returns one score per example (for an autoencoder, its

@@ -23,11 +23,29 @@ from flcore.config import parse_ints, setting
 
 @dataclass(frozen=True)
 class FinanceParams:
-    """Model hyperparameters of the finance MLP (``--set key=value``)."""
+    """Model hyperparameters of the finance models (``--set key=value``)."""
 
+    model: str = setting(
+        "mlp",
+        "mlp (torch, weight-averaging strategies) or xgboost (boosted trees, fedxgb-bagging or fedxgb-cyclic).",
+        choices=("mlp", "xgboost"),
+    )
     hidden_sizes: str = setting("64,32", "Hidden layer widths, comma-separated.")
     dropout: float = setting(0.1, "Dropout after each hidden layer.", low=0.0, high=1.0, high_open=True)
     pos_weight: float = setting(10.0, "Weight of fraud examples in the loss.", low=0.0, low_open=True)
+    xgb_eta: float = setting(0.05, "xgboost: shrinkage of every tree.", low=0.0, high=1.0, low_open=True)
+    xgb_max_depth: int = setting(6, "xgboost: maximum depth of a tree.", low=1, high=16)
+    xgb_min_child_weight: float = setting(1.0, "xgboost: minimum hessian sum in a leaf.", low=0.0)
+    xgb_lambda: float = setting(1.0, "xgboost: L2 penalty on leaf values.", low=0.0)
+
+    def booster_params(self) -> dict[str, float]:
+        """The XGBoost parameters these settings give."""
+        return {
+            "eta": self.xgb_eta,
+            "max_depth": self.xgb_max_depth,
+            "min_child_weight": self.xgb_min_child_weight,
+            "lambda": self.xgb_lambda,
+        }
 
     def hidden(self) -> tuple[int, ...]:
         """``hidden_sizes`` parsed to a tuple of positive ints."""
@@ -45,4 +63,12 @@ RECOMMENDED_RUN = {
     "size-weight-beta": -1.0,
     "fraction-train": 1.0,
     "test-fraction": 0.3,
+}
+
+#: With ``model=xgboost``: Flower's bagging, one boosting round per bank per round (every bank adds one
+#: tree a round), and more rounds, which cost little for trees.
+RECOMMENDED_XGBOOST_RUN = {
+    "strategy": "fedxgb-bagging",
+    "local-epochs": 1,
+    "num-server-rounds": 60,
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from domains.finance.adapter import TransactionAdapter
-from domains.finance.config import RECOMMENDED_RUN, FinanceParams
+from domains.finance.config import RECOMMENDED_RUN, RECOMMENDED_XGBOOST_RUN, FinanceParams
 from domains.finance.governance import DEFAULT_POLICY
 from domains.finance.models import FraudMLP
 from domains.finance.synthetic import FinanceSynthConfig, make_banks, write_banks
@@ -13,6 +13,7 @@ from flcore.data import FeatureStats
 from flcore.exceptions import ConfigError
 from flcore.scenario import Scenario
 from flcore.task import BinaryClassificationTask
+from flcore.xgb import XGBoostTask
 
 
 def make_data(out: Path, seed: int = 0, scale: float = 1.0, file_format: str | None = None) -> list[Path]:
@@ -22,8 +23,10 @@ def make_data(out: Path, seed: int = 0, scale: float = 1.0, file_format: str | N
     return write_banks(make_banks(FinanceSynthConfig(scale=scale), seed=seed), Path(out), file_format or "parquet")
 
 
-def make_task(params: FinanceParams) -> BinaryClassificationTask:
-    """The fraud MLP trained with weighted BCE; PR-AUC is the primary metric."""
+def make_task(params: FinanceParams) -> BinaryClassificationTask | XGBoostTask:
+    """The fraud MLP trained with weighted BCE, or boosted trees (``model=xgboost``); PR-AUC is the primary metric."""
+    if params.model == "xgboost":
+        return XGBoostTask(booster_params=params.booster_params())
     hidden = params.hidden()
 
     def build(stats: FeatureStats) -> FraudMLP:
@@ -35,7 +38,7 @@ def make_task(params: FinanceParams) -> BinaryClassificationTask:
 SCENARIO = Scenario(
     name="finance-five-banks",
     domain="finance",
-    description="Five banks (4k-48k transactions, 0.15-2% fraud) train a fraud MLP together.",
+    description="Five banks (4k-48k transactions, 0.15-2% fraud) train a fraud MLP (or XGBoost) together.",
     site_noun="bank",
     adapter=TransactionAdapter(),
     make_data=make_data,
@@ -44,5 +47,6 @@ SCENARIO = Scenario(
     run_defaults=RECOMMENDED_RUN,
     # Flower accounts client-level DP for plain FedAvg with equal bank weights only.
     privacy_defaults={"client-dp": {"strategy": "fedavg"}},
+    model_defaults={"xgboost": RECOMMENDED_XGBOOST_RUN},
     policy=DEFAULT_POLICY,
 )

@@ -12,8 +12,11 @@ from flwr.serverapp.strategy import (
     FedMedian,
     FedProx,
     FedTrimmedAvg,
+    FedXgbBagging,
+    FedXgbCyclic,
     FedYogi,
     Krum,
+    MultiKrum,
     Strategy,
 )
 
@@ -22,6 +25,7 @@ from flcore.compression import CompressedUpdates
 from flcore.config import RunConfig
 from flcore.exceptions import ConfigError, UnknownNameError
 from flcore.strategies.dp import ClientLevelDp
+from flcore.strategies.screen import RejectFn, ScreenedUpdates
 from flcore.strategies.sizeweighted import FedAvgSizeWeighted
 
 
@@ -32,8 +36,15 @@ class StrategySpec:
     name: str
     summary: str
     paper: str
-    build: Callable[[RunConfig, dict[str, Any]], Strategy]
+    #: ``build(cfg, flower_kwargs, sites_per_round)``.
+    build: Callable[[RunConfig, dict[str, Any], int], Strategy]
     min_sites: Callable[[RunConfig], int] = lambda cfg: 1
+    #: Sites that train in a round at most, whatever ``fraction-train`` says (one for fedxgb-cyclic).
+    max_per_round: int | None = None
+
+    def per_round(self, cfg: RunConfig, num_sites: int) -> int:
+        """Sites sampled for training in a round: ``fraction-train`` of them, at most :attr:`max_per_round`."""
+        return min(max(1, int(num_sites * cfg.fraction_train)), self.max_per_round or num_sites)
 
 
 def _krum_min_sites(cfg: RunConfig) -> int:
@@ -48,52 +59,78 @@ REGISTRY: dict[str, StrategySpec] = {
             "fedavg",
             "Sample-weighted average of site models.",
             "McMahan et al., AISTATS 2017",
-            lambda cfg, kw: FedAvg(**kw),
+            lambda cfg, kw, k: FedAvg(**kw),
         ),
         StrategySpec(
             "fedavg-sizeweighted",
             "FedAvg with site weight n^(1+beta) (size-weight-beta; 0 is FedAvg, -1 equal weights).",
             "generalises McMahan et al. 2017",
-            lambda cfg, kw: FedAvgSizeWeighted(beta=cfg.size_weight_beta, **kw),
+            lambda cfg, kw, k: FedAvgSizeWeighted(beta=cfg.size_weight_beta, **kw),
         ),
         StrategySpec(
             "fedprox",
             "FedAvg plus a proximal term at the sites against client drift (proximal-mu).",
             "Li et al., MLSys 2020",
-            lambda cfg, kw: FedProx(proximal_mu=cfg.proximal_mu, **kw),
+            lambda cfg, kw, k: FedProx(proximal_mu=cfg.proximal_mu, **kw),
         ),
         StrategySpec(
             "fedadam",
             "Server-side Adam on the averaged update (server-learning-rate).",
             "Reddi et al., ICLR 2021",
-            lambda cfg, kw: FedAdam(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate, **kw),
+            lambda cfg, kw, k: FedAdam(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate, **kw),
         ),
         StrategySpec(
             "fedyogi",
             "Server-side Yogi on the averaged update (server-learning-rate).",
             "Reddi et al., ICLR 2021",
-            lambda cfg, kw: FedYogi(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate, **kw),
+            lambda cfg, kw, k: FedYogi(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate, **kw),
         ),
         StrategySpec(
             "fedtrimmedavg",
             "Coordinate-wise trimmed mean, robust to outlying updates (trim-beta).",
             "Yin et al., ICML 2018",
-            lambda cfg, kw: FedTrimmedAvg(beta=cfg.trim_beta, **kw),
+            lambda cfg, kw, k: FedTrimmedAvg(beta=cfg.trim_beta, **kw),
             min_sites=lambda cfg: 3,
         ),
         StrategySpec(
             "fedmedian",
             "Coordinate-wise median, robust to outlying updates.",
             "Yin et al., ICML 2018",
-            lambda cfg, kw: FedMedian(**kw),
+            lambda cfg, kw, k: FedMedian(**kw),
             min_sites=lambda cfg: 3,
         ),
         StrategySpec(
             "krum",
             "Picks the update closest to its neighbours, tolerating krum-malicious bad sites.",
             "Blanchard et al., NeurIPS 2017",
-            lambda cfg, kw: Krum(num_malicious_nodes=cfg.krum_malicious, **kw),
+            lambda cfg, kw, k: Krum(num_malicious_nodes=cfg.krum_malicious, **kw),
             min_sites=_krum_min_sites,
+        ),
+        StrategySpec(
+            "multikrum",
+            "Averages the krum-select updates closest to their neighbours (default: all but krum-malicious).",
+            "Blanchard et al., NeurIPS 2017",
+            lambda cfg, kw, k: MultiKrum(
+                num_malicious_nodes=cfg.krum_malicious,
+                num_nodes_to_select=cfg.krum_select or max(1, k - cfg.krum_malicious),
+                **kw,
+            ),
+            min_sites=_krum_min_sites,
+        ),
+        StrategySpec(
+            "fedxgb-bagging",
+            "XGBoost: every site adds one tree per round to the shared ensemble (model=xgboost).",
+            "Ma et al., 2023 (Flower FedXgbBagging)",
+            lambda cfg, kw, k: FedXgbBagging(**kw),
+        ),
+        StrategySpec(
+            "fedxgb-cyclic",
+            "XGBoost: the sites take turns boosting the whole ensemble, one per round (model=xgboost).",
+            "Flower FedXgbCyclic",
+            lambda cfg, kw, k: FedXgbCyclic(
+                **{key: v for key, v in kw.items() if key not in ("min_train_nodes", "min_evaluate_nodes")}
+            ),
+            max_per_round=1,
         ),
     )
 }
@@ -110,8 +147,12 @@ def get_spec(name: str) -> StrategySpec:
 
 
 def min_sites_per_round(cfg: RunConfig, num_sites: int) -> int:
-    """Sites a round needs (connected to start, answering to be aggregated): min-sites, at least the strategy's own."""
-    return min(max(cfg.min_sites, get_spec(cfg.strategy).min_sites(cfg), 1), num_sites)
+    """Sites a round needs (connected to start, answering to be aggregated): min-sites, at least the strategy's own.
+
+    Never more than the strategy trains in a round (one, for fedxgb-cyclic).
+    """
+    spec = get_spec(cfg.strategy)
+    return min(max(cfg.min_sites, spec.min_sites(cfg), 1), num_sites, spec.max_per_round or num_sites)
 
 
 def min_evaluate_per_round(cfg: RunConfig, num_sites: int) -> int:
@@ -119,7 +160,7 @@ def min_evaluate_per_round(cfg: RunConfig, num_sites: int) -> int:
     return min(min_sites_per_round(cfg, num_sites), max(1, int(num_sites * cfg.fraction_evaluate)))
 
 
-def build_strategy(cfg: RunConfig, num_sites: int, **flower_kwargs: Any) -> Strategy:
+def build_strategy(cfg: RunConfig, num_sites: int, on_reject: RejectFn | None = None, **flower_kwargs: Any) -> Strategy:
     """Build the strategy ``cfg.strategy`` for a federation of ``num_sites`` sites.
 
     Parameters
@@ -128,6 +169,8 @@ def build_strategy(cfg: RunConfig, num_sites: int, **flower_kwargs: Any) -> Stra
         The run configuration (strategy name and its parameters).
     num_sites : int
         Sites expected to take part; sampling minima are derived from it.
+    on_reject : callable, optional
+        ``on_reject(server_round, site, reason)`` for each update the screen drops.
     **flower_kwargs
         Extra keyword arguments for the Flower strategy (metric aggregation functions).
 
@@ -138,14 +181,15 @@ def build_strategy(cfg: RunConfig, num_sites: int, **flower_kwargs: Any) -> Stra
     ConfigError
         If the federation is too small for the strategy.
 
-    With ``privacy=client-dp`` the FedAvg strategy (equal site weights) is wrapped in
+    Every strategy is wrapped in :class:`ScreenedUpdates`, which drops non-finite
+    updates before aggregation. With ``privacy=client-dp`` the FedAvg strategy (equal site weights) is wrapped in
     Flower's ``DifferentialPrivacyServerSideFixedClipping`` with its RDP accountant
     (:class:`ClientLevelDp`). With ``update-compression`` other than ``none`` the strategy is wrapped in
     :class:`flcore.compression.CompressedUpdates` (its partner, ``compression_mod``,
     is in every ClientApp).
     """
     spec = get_spec(cfg.strategy)
-    per_round = max(1, int(num_sites * cfg.fraction_train))
+    per_round = spec.per_round(cfg, num_sites)
     needed = max(spec.min_sites(cfg), 1)
     if per_round < needed:
         raise ConfigError(
@@ -171,12 +215,13 @@ def build_strategy(cfg: RunConfig, num_sites: int, **flower_kwargs: Any) -> Stra
             )
         kwargs["weighted_by_key"] = keys.UNIT_WEIGHT
     try:
-        strategy = spec.build(cfg, kwargs)
+        strategy = spec.build(cfg, kwargs, per_round)
     except ValueError as err:  # Flower's own parameter checks
         raise ConfigError(f"Strategy '{cfg.strategy}': {err}") from None
     if cfg.privacy == "client-dp":
         # Flower samples max(fraction x sites, min_train_nodes) sites per round.
         strategy = ClientLevelDp.wrap(strategy, cfg, num_sites, max(per_round, min_nodes))
+    strategy = ScreenedUpdates(strategy, on_reject)
     if cfg.update_compression != "none":
         strategy = CompressedUpdates(strategy, cfg.update_compression, compress_broadcast=cfg.compress_broadcast)
     return strategy

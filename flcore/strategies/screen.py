@@ -1,0 +1,124 @@
+"""The server's screen of site updates: a non-finite update never reaches the aggregation.
+
+A site whose training diverged, whose export is corrupt, or which attacks the
+federation can send NaN or infinite values. One of them poisons an average, a
+trimmed mean and Krum's distances alike, and an XGBoost leaf of NaN makes every
+prediction NaN. :class:`ScreenedUpdates` wraps every strategy the suite builds,
+inside the compression wrapper (so it sees decoded updates) and outside the DP
+wrapper and the aggregation rule: each training reply is checked before the rule
+sees it, and a reply that fails is dropped and reported (site, round, reason).
+If every reply of a round is dropped, the global model does not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from logging import WARNING
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.common.logger import log
+from flwr.serverapp.strategy import Strategy
+
+from flcore import keys
+from flcore.xgb import booster_problem
+
+#: ``on_reject(server_round, site, reason)``.
+RejectFn = Callable[[int, str, str], None]
+
+
+def update_problem(arrays: ArrayRecord) -> str | None:
+    """Why a site's update cannot be aggregated, or ``None`` if it can.
+
+    Floating-point arrays must be finite; a record of one ``uint8`` array is a
+    serialised XGBoost booster (Flower's tree strategies) and must parse, with finite
+    numbers only.
+    """
+    bad, nan, total, first = 0, 0, 0, None
+    for name, arr in arrays.items():
+        a = arr.numpy()  # type: ignore[union-attr]
+        if np.issubdtype(a.dtype, np.floating):
+            total += a.size
+            wrong = a[~np.isfinite(a)]
+            if wrong.size:
+                bad, nan, first = bad + wrong.size, nan + int(np.isnan(wrong).sum()), first or name
+        elif a.dtype == np.uint8 and len(arrays) == 1:  # a booster: the one array of a tree strategy's record
+            problem = booster_problem(a.tobytes())
+            if problem is not None:
+                return f"'{name}': {problem}"
+    if bad:
+        return f"{bad} of {total} values are not finite ({nan} NaN, {bad - nan} infinite; first in '{first}')"
+    return None
+
+
+def _site_of(reply: Message) -> str:
+    site = reply.content.config_records.get(keys.SITE)
+    return (
+        str(site[keys.SITE_NAME])
+        if site is not None and keys.SITE_NAME in site
+        else f"node {reply.metadata.src_node_id}"
+    )
+
+
+class ScreenedUpdates(Strategy):
+    """Strategy wrapper that drops training replies whose update is not finite.
+
+    Parameters
+    ----------
+    strategy : Strategy
+        The strategy (or DP wrapper) that aggregates the replies that pass.
+    on_reject : callable, optional
+        ``on_reject(server_round, site, reason)`` for each dropped reply (the
+        monitor records it in the round's history and the audit trail).
+    """
+
+    def __init__(self, strategy: Strategy, on_reject: RejectFn | None = None) -> None:
+        super().__init__()
+        self.strategy = strategy
+        self.on_reject = on_reject
+
+    def __repr__(self) -> str:
+        return f"ScreenedUpdates({self.strategy!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        """Read attributes the wrapper lacks (e.g. ``weighted_by_key``) from the inner strategy."""
+        inner = self.__dict__.get("strategy")
+        if inner is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+    def summary(self) -> None:
+        self.strategy.summary()
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: Any, grid: Any) -> Iterable[Message]:
+        return self.strategy.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Check each reply's arrays; aggregate those that pass."""
+        kept: list[Message] = []
+        for reply in replies:
+            if reply.has_error() or not reply.has_content():
+                kept.append(reply)
+                continue
+            problem = next(
+                (p for record in reply.content.array_records.values() if (p := update_problem(record))), None
+            )
+            if problem is None:
+                kept.append(reply)
+                continue
+            site = _site_of(reply)
+            log(WARNING, "Round %d: rejected the update of %s: %s", server_round, site, problem)
+            if self.on_reject is not None:
+                self.on_reject(server_round, site, problem)
+        if not any(not r.has_error() for r in kept):
+            return None, None  # nothing usable: the global model stays as it was
+        return self.strategy.aggregate_train(server_round, kept)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: Any, grid: Any) -> Iterable[Message]:
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.strategy.aggregate_evaluate(server_round, replies)
