@@ -57,8 +57,9 @@ def perturbation(cfg: RunConfig, rng: np.random.Generator) -> Callable[[np.ndarr
 def attack_arrays(sent: ArrayRecord, start: ArrayRecord, change: Callable[[np.ndarray], np.ndarray]) -> ArrayRecord:
     """``sent`` with ``change`` applied to its update against ``start``.
 
-    Floating-point arrays: ``start + change(sent - start)``. A ``uint8`` array is an
-    XGBoost booster: ``change`` acts on the leaf values of the trees the site added.
+    Floating-point arrays: ``start + change(sent - start)``. A record of one ``uint8``
+    array is an XGBoost booster: ``change`` acts on the leaf values of the trees the
+    site added.
     Other arrays (counters) pass unchanged.
     """
     from flcore.xgb import perturb_leaves, tree_count
@@ -72,7 +73,7 @@ def attack_arrays(sent: ArrayRecord, start: ArrayRecord, change: Callable[[np.nd
             with np.errstate(over="ignore", invalid="ignore"):
                 new = (ref + change(a.astype(np.float64) - ref)).astype(a.dtype)
             out[name] = Array(new)
-        elif a.dtype == np.uint8 and a.size:
+        elif a.dtype == np.uint8 and a.size and len(sent) == 1:
             raw = a.tobytes()
             # Bagging sends only the new trees; cyclic sends the whole ensemble, the server's trees first.
             before = tree_count(base.tobytes()) if base is not None and base.size else 0

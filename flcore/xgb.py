@@ -92,18 +92,27 @@ def _finite_float(text: str) -> float:
 def booster_problem(raw: bytes) -> str | None:
     """Why a booster received from a site cannot be used, or ``None`` if it can.
 
-    Checks that it is XGBoost JSON with trees and that every number in it is finite
-    (a NaN or infinite leaf would make every prediction NaN or infinite).
+    Checks that every number in it is finite (a NaN or infinite leaf would make every
+    prediction NaN or infinite), that it holds what Flower's tree merge reads, and
+    that XGBoost itself loads it (so a malformed ensemble cannot break the sites that
+    load the merged model next round).
     """
     try:
         model = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
-        trees = model["learner"]["gradient_booster"]["model"]["trees"]
+        gbtree = model["learner"]["gradient_booster"]["model"]
+        trees, param = gbtree["trees"], gbtree["gbtree_model_param"]
+        int(param["num_trees"]), int(param["num_parallel_tree"])
+        list(gbtree["iteration_indptr"]), list(gbtree["tree_info"])
     except ValueError as err:
         return f"the booster holds a {str(err).split(':')[0]}" if "non-finite" in str(err) else "not XGBoost JSON"
     except (KeyError, TypeError):
-        return "not an XGBoost tree ensemble (JSON without learner/gradient_booster/model/trees)"
+        return "not an XGBoost tree ensemble (JSON without its learner, trees or tree parameters)"
     if not isinstance(trees, list):
         return "not an XGBoost tree ensemble (trees is not a list)"
+    try:
+        booster_from_bytes(raw)
+    except Exception as err:  # XGBoost's own parser: whatever it refuses, the sites could not load
+        return f"XGBoost cannot load it: {str(err).splitlines()[0][:200]}"
     return None
 
 
@@ -160,11 +169,11 @@ class XGBoostTask:
         }
 
     def init_model(self, stats: FeatureStats, seed: int) -> XGBoostModel:
-        """An ensemble without trees whose base score is the positive rate of ``stats`` (0.5 if unknown)."""
+        """An ensemble without trees whose base score is the positive rate of ``stats`` (within [1e-4, 1 - 1e-4])."""
         import xgboost as xgb
 
         n_features = int(np.asarray(stats.total).shape[0])
-        rate = stats.positives / stats.count if stats.positives is not None and stats.count else 0.5
+        rate = stats.positives / stats.count if stats.count else 0.5
         params = {**self._params(seed), "base_score": float(np.clip(rate, 1e-4, 1 - 1e-4))}
         empty = xgb.DMatrix(np.zeros((1, n_features), dtype=np.float32), label=np.zeros(1))
         return XGBoostModel(xgb.train(params, empty, num_boost_round=0))
