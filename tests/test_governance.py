@@ -648,6 +648,6 @@ def test_client_dp_accounts_for_the_sites_flower_really_samples() -> None:
 
     cfg = CLINICAL.configure({"privacy": "client-dp", "fraction-train": "0.2", "min-sites": "2"})[0]
     cfg = resolve_privacy(cfg, DEFAULT_POLICY)
-    strategy = build_strategy(cfg, 5)
+    strategy = build_strategy(cfg, 5).strategy  # type: ignore[attr-defined]  # under the non-finite screen
     assert isinstance(strategy, ClientLevelDp)
     assert strategy.num_sampled_clients == 2 == strategy.plan.sampled_sites  # max(0.2 x 5, min-sites)

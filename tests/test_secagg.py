@@ -36,8 +36,9 @@ def test_secagg_matches_fedavg_within_quantisation_error(tmp_path) -> None:  # t
     secure_cfg = dataclasses.replace(cfg, secure_aggregation="secagg+")
     secure = run_federated_simulation(sc.name, secure_cfg, params, splits, tmp_path / "secure")
 
-    diffs = [float(np.abs(secure.state_dict[k].numpy() - v.numpy()).max()) for k, v in plain.state_dict.items()]
-    scale = max(float(np.abs(v.numpy()).max()) for v in plain.state_dict.values())
+    assert plain.arrays is not None and secure.arrays is not None
+    diffs = [float(np.abs(secure.arrays[k].numpy() - v.numpy()).max()) for k, v in plain.arrays.items()]  # type: ignore[union-attr]
+    scale = max(float(np.abs(v.numpy()).max()) for v in plain.arrays.values())  # type: ignore[union-attr]
     # Fixed-point encoding of 8.0 over 2^22 levels per weighted update: errors of order 1e-6.
     assert max(diffs) < 1e-4 * max(1.0, scale)
     assert max(diffs) > 0  # the aggregate really went through SecAgg+'s quantisation
