@@ -62,7 +62,7 @@ def attack_arrays(sent: ArrayRecord, start: ArrayRecord, change: Callable[[np.nd
     site added.
     Other arrays (counters) pass unchanged.
     """
-    from flcore.xgb import perturb_leaves, tree_count
+    from flcore.xgb import is_booster, perturb_leaves, tree_count
 
     out: dict[str, Array] = {}
     for name, arr in sent.items():
@@ -73,7 +73,7 @@ def attack_arrays(sent: ArrayRecord, start: ArrayRecord, change: Callable[[np.nd
             with np.errstate(over="ignore", invalid="ignore"):
                 new = (ref + change(a.astype(np.float64) - ref)).astype(a.dtype)
             out[name] = Array(new)
-        elif a.dtype == np.uint8 and a.size and len(sent) == 1:
+        elif is_booster(sent) and a.size:
             raw = a.tobytes()
             # Bagging sends only the new trees; cyclic sends the whole ensemble, the server's trees first.
             before = tree_count(base.tobytes()) if base is not None and base.size else 0

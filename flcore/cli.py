@@ -143,8 +143,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     from flcore.robustness import run_robustness, table_markdown, write_robustness
 
     sc = scenario.get(args.scenario)
-    values = _run_values(args)
-    values.pop("strategy", None)
+    values = _run_values(args)  # --strategies, not --strategy: each cell sets its own
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     out = Path(args.out or f"runs/{sc.name}-robustness")
@@ -465,15 +464,20 @@ def summary_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
-    """The options `run` and `serve` share: the scenario, its settings, outputs, governance, resume."""
+def _add_setting_options(p: argparse.ArgumentParser, default_out: str) -> None:
+    """The scenario, its settings (``--rounds``, ``--seed``, ``--set``), the output folder and the policy."""
     p.add_argument("scenario")
     p.add_argument("--rounds", type=int, help="federated rounds (num-server-rounds)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--strategy", help="aggregation strategy (see `flsuite strategies`)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting (see `flsuite settings SCENARIO`)")
     p.add_argument("--out", help=f"output folder (default: {default_out})")
     p.add_argument("--policy", help="federation policy (TOML) over the domain's defaults; sites add their own")
+
+
+def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
+    """The options `run` and `serve` share: the scenario, its settings, outputs, governance, resume."""
+    _add_setting_options(p, default_out)
+    p.add_argument("--strategy", help="aggregation strategy (see `flsuite strategies`)")
     p.add_argument("--audit", help="audit trail to append to (default: OUT/audit.jsonl)")
     p.add_argument(
         "--fresh", action="store_true", help="start a new run even where OUT holds an unfinished run's checkpoint"
@@ -577,24 +581,14 @@ def build_parser() -> argparse.ArgumentParser:
     rb = sub.add_parser(
         "robustness", help="compare strategies under simulated attacks (federated arm only); write a table"
     )
-    rb.add_argument("scenario")
+    _add_setting_options(rb, "runs/SCENARIO-robustness")
     rb.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES), help="comma-separated strategy names")
     rb.add_argument(
         "--attacks",
         default=",".join(DEFAULT_ATTACKS),
         help="comma-separated attacks (scale, sign-flip, noise, nan, inf); the clean run is always included",
     )
-    rb.add_argument("--rounds", type=int, help="federated rounds (num-server-rounds)")
-    rb.add_argument("--seed", type=int)
-    rb.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="any setting, e.g. attack-sites=1, attack-factor=10 (see `flsuite settings SCENARIO`)",
-    )
     rb.add_argument("--data", help="directory with one sub-folder per site (default: synthetic)")
-    rb.add_argument("--policy", help="federation policy (TOML) over the domain's defaults")
-    rb.add_argument("--out", help="output folder (default: runs/SCENARIO-robustness)")
     rb.add_argument("--quiet", action="store_true", help="print only the table")
     rb.set_defaults(fn=cmd_robustness)
 

@@ -46,6 +46,7 @@ from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
 from flcore import keys
+from flcore.strategies.wrapper import StrategyWrapper
 
 CODECS = ("none", "float16", "int8")
 DEFAULT_BLOCK = 256
@@ -660,7 +661,7 @@ def compression_mod(msg: Message, context: Context, call_next: ClientAppCallable
 # --------------------------------------------------------------------------------------
 
 
-class CompressedUpdates(Strategy):
+class CompressedUpdates(StrategyWrapper):
     """Strategy wrapper that compresses broadcasts and asks sites for compressed updates.
 
     Partner of the ClientApp mod :func:`compression_mod`, which every site must
@@ -700,8 +701,7 @@ class CompressedUpdates(Strategy):
     def __init__(
         self, strategy: Strategy, codec: str, compress_broadcast: bool = True, block: int = DEFAULT_BLOCK
     ) -> None:
-        super().__init__()
-        self.strategy = strategy
+        super().__init__(strategy)
         self.codec = check_codec(codec)
         self.compress_broadcast = bool(compress_broadcast)
         self.block = _check_block(block)
@@ -709,13 +709,6 @@ class CompressedUpdates(Strategy):
 
     def __repr__(self) -> str:
         return f"CompressedUpdates({self.strategy!r}, codec={self.codec!r})"
-
-    def __getattr__(self, name: str) -> Any:
-        """Read attributes the wrapper lacks (e.g. ``weighted_by_key``) from the inner strategy."""
-        inner = self.__dict__.get("strategy")
-        if inner is None or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(inner, name)
 
     @property
     def _arrays_key(self) -> str:
@@ -802,7 +795,3 @@ class CompressedUpdates(Strategy):
     ) -> Iterable[Message]:
         """Configure evaluation with the inner strategy, packing the broadcast model."""
         return self._rewrite(self.strategy.configure_evaluate(server_round, arrays, config, grid), train=False)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Delegate to the inner strategy."""
-        return self.strategy.aggregate_evaluate(server_round, replies)

@@ -316,6 +316,14 @@ def score_arm(
     }
 
 
+def score_federated(task: Task, splits: list[SiteSplit], outcome: Any, seed: int) -> dict[str, Any]:
+    """Score the final global model of a federation (a :class:`~flcore.app.FederationOutcome`) on every site."""
+    assert outcome.feature_stats is not None and outcome.arrays is not None
+    model = task.init_model(outcome.feature_stats, seed)
+    task.load_model_arrays(model, outcome.arrays)
+    return score_arm(task, splits, lambda _: model, task.primary_metric, shared_model=True)
+
+
 def _calibrated_union(
     task: Task, splits: list[SiteSplit], scores: dict[str, np.ndarray], thresholds: dict[str, float | None]
 ) -> dict[str, Any]:
@@ -503,12 +511,7 @@ def _run_arms(
         if own_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     fed_time = time.perf_counter() - t0 + (resume.wall_time_s if resume is not None else 0.0)
-    stats = outcome.feature_stats
-    assert stats is not None
-    fed_model = task.init_model(stats, cfg.seed)
-    assert outcome.arrays is not None
-    task.load_model_arrays(fed_model, outcome.arrays)
-    federated = score_arm(task, splits, lambda _: fed_model, primary, shared_model=True)
+    federated = score_federated(task, splits, outcome, cfg.seed)
     monitor = outcome.monitor
     assert monitor is not None
     federated.update(
@@ -520,11 +523,7 @@ def _run_arms(
         compression=_compression(monitor.rounds, cfg),
         privacy=outcome.privacy,
     )
-    rejected: dict[str, int] = {}
-    for r in monitor.rounds:
-        for site in r.rejected:
-            rejected[site] = rejected.get(site, 0) + 1
-    federated["rejected_updates"] = dict(sorted(rejected.items()))
+    rejected = federated["rejected_updates"] = monitor.rejected_per_site()
     if cfg.attack != "none":
         federated["attack"] = describe_attack(cfg, outcome.attackers)
         progress(

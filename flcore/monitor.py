@@ -86,11 +86,12 @@ class RoundRecord:
         }
 
 
-def _site_of(record: RecordDict) -> str:
+def site_of(record: RecordDict, default: str = "?") -> str:
+    """The site a reply's content names (``default`` if none)."""
     for cfg in record.config_records.values():
         if keys.SITE_NAME in cfg:
             return str(cfg[keys.SITE_NAME])
-    return "?"
+    return default
 
 
 def nan_aware_average(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -193,7 +194,7 @@ class FederationMonitor:
         rec = self._current
         if rec is not None:
             per_site = rec.per_site_train if phase == "train" else rec.per_site_evaluate
-            per_site.update({_site_of(r): _flat(r) for r in records})
+            per_site.update({site_of(r): _flat(r) for r in records})
             if phase == "train":
                 for site, m in per_site.items():
                     if keys.DP_EPSILON in m:
@@ -232,6 +233,14 @@ class FederationMonitor:
         self.setup_bytes_received = int(state.get("setup_bytes_received", 0))
         self.site_epsilon = {k: float(v) for k, v in state.get("site_epsilon", {}).items()}
         self._current = None
+
+    def rejected_per_site(self) -> dict[str, int]:
+        """Rounds in which each site's update was rejected by the screen (sites never rejected left out)."""
+        counts: dict[str, int] = {}
+        for r in self.rounds:
+            for site in r.rejected:
+                counts[site] = counts.get(site, 0) + 1
+        return dict(sorted(counts.items()))
 
     @property
     def bytes_sent(self) -> int:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flcore.config import ATTACKS, check_attack, to_dict
+from flcore.config import check_attack, to_dict
 from flcore.governance import GovernancePolicy
 from flcore.results import environment, now_utc, suite_version, write_json, write_text
 from flcore.scenario import Scenario
@@ -52,32 +52,30 @@ def run_robustness(
         For an unknown attack or strategy, or a combination the federation cannot
         run, before any training.
     """
-    from flcore.harness import gate, prepare_data, score_arm
+    from flcore.harness import gate, prepare_data, score_federated
     from flcore.simulation import run_federated_simulation
     from flcore.strategies import build_strategy
 
-    unknown = [a for a in attacks if a not in ATTACKS]
-    if unknown:
-        from flcore.exceptions import ConfigError
-
-        raise ConfigError(f"Unknown attack '{unknown[0]}'. Attacks: {', '.join(a for a in ATTACKS if a != 'none')}.")
     attacks = ["none", *[a for a in attacks if a != "none"]]
     policy = policy or scenario.policy
-    cells = {(s, a): scenario.configure({**values, "strategy": s, "attack": a}) for s in strategies for a in attacks}
-    cfg0, params = cells[(strategies[0], "none")]
-    cfg0 = resolve_privacy(cfg0, policy)
+    # Configuring every cell first refuses an unknown attack (a setting with choices) before any work.
+    configured = {
+        (s, a): scenario.configure({**values, "strategy": s, "attack": a}) for s in strategies for a in attacks
+    }
+    params = configured[(strategies[0], "none")][1]
+    cells = {key: resolve_privacy(cfg, policy) for key, (cfg, _) in configured.items()}
+    cfg0 = cells[(strategies[0], "none")]
     prepared = prepare_data(scenario, cfg0, data_dir, progress, params, policy)
     splits = prepared.splits
-    for cfg, _ in cells.values():  # every cell must be runnable before the first one trains
+    for cfg in cells.values():  # every cell must be runnable before the first one trains
         check_attack(cfg, len(splits))
-        build_strategy(resolve_privacy(cfg, policy), len(splits))
+        build_strategy(cfg, len(splits))
     gate(scenario, cfg0, params, prepared.governance, policy)
     task = scenario.make_task(params)
     primary = task.primary_metric
     rows: dict[str, dict[str, Any]] = {}
     total = len(cells)
-    for i, ((strategy, attack), (cfg, _)) in enumerate(cells.items(), start=1):
-        cfg = resolve_privacy(cfg, policy)
+    for i, ((strategy, attack), cfg) in enumerate(cells.items(), start=1):
         progress(f"[{i}/{total}] {strategy} under " + ("no attack" if attack == "none" else f"attack={attack}"))
         workdir = Path(tempfile.mkdtemp(prefix="flsuite-robust-"))
         t0 = time.perf_counter()
@@ -87,11 +85,9 @@ def run_robustness(
             )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        assert outcome.feature_stats is not None and outcome.arrays is not None and outcome.monitor is not None
-        model = task.init_model(outcome.feature_stats, cfg.seed)
-        task.load_model_arrays(model, outcome.arrays)
-        arm = score_arm(task, splits, _same(model), primary, shared_model=True)
-        rejected = sum(len(r.rejected) for r in outcome.monitor.rounds)
+        assert outcome.monitor is not None
+        arm = score_federated(task, splits, outcome, cfg.seed)
+        rejected = sum(outcome.monitor.rejected_per_site().values())
         cell = {
             "union": arm["union"].get(primary),
             "mean_over_sites": arm["mean_over_sites"].get(primary),
@@ -131,11 +127,6 @@ def run_robustness(
         "attacks": attacks,
         "table": rows,
     }
-
-
-def _same(model: Any) -> Callable[[str], Any]:
-    """Every site uses ``model``."""
-    return lambda _site: model
 
 
 def table_markdown(result: dict[str, Any]) -> str:

@@ -71,6 +71,11 @@ def booster_record(raw: bytes) -> ArrayRecord:
     return ArrayRecord([np.frombuffer(raw, dtype=np.uint8)])
 
 
+def is_booster(arrays: ArrayRecord) -> bool:
+    """Whether ``arrays`` is a booster record: a single ``uint8`` array (what the tree strategies exchange)."""
+    return len(arrays) == 1 and next(iter(arrays.values())).numpy().dtype == np.uint8  # type: ignore[union-attr]
+
+
 def record_bytes(arrays: ArrayRecord) -> bytes:
     """Inverse of :func:`booster_record`."""
     if len(arrays) != 1:

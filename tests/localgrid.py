@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, Message, RecordDict
@@ -67,3 +68,27 @@ class LocalGrid(Grid):
     @property
     def run(self) -> Any:
         return None
+
+
+def save_splits(splits: list[Any], root: Path) -> list[str]:
+    """Write prepared site splits as ``site-<i>.npz`` under ``root``; their paths, in order."""
+    from flcore.app import save_split
+
+    paths = []
+    for i, split in enumerate(splits):
+        save_split(split, root / f"site-{i}.npz")
+        paths.append(str(root / f"site-{i}.npz"))
+    return paths
+
+
+def federation_grid(paths: list[str], governance: list[Any], *, simulate_attack: bool = False) -> LocalGrid:
+    """A LocalGrid of the suite's ClientApp, virtual node ``i`` serving the split ``paths[i]``."""
+    from flcore.app import make_client_app, prepared_governance, prepared_site_loader
+
+    app = make_client_app(
+        load_site=prepared_site_loader(paths),
+        torch_threads=1,
+        governance=prepared_governance(governance),
+        simulate_attack=simulate_attack,
+    )
+    return LocalGrid(app, len(paths))

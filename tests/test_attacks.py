@@ -609,33 +609,17 @@ def in_process_simulation(
     **_: object,
 ) -> FederationOutcome:
     """flcore.simulation.run_federated_simulation without Ray: the same apps, on the in-process LocalGrid."""
-    from localgrid import LocalGrid
+    from localgrid import federation_grid, save_splits
 
     from flcore import scenario as registry
-    from flcore.app import (
-        FederationPlan,
-        make_client_app,
-        prepared_governance,
-        prepared_site_loader,
-        run_federation,
-        save_split,
-    )
+    from flcore.app import FederationPlan, run_federation
     from flcore.siteguard import split_facts
 
-    paths = []
-    for i, split in enumerate(splits):
-        save_split(split, workdir / f"site-{i}.npz")
-        paths.append(str(workdir / f"site-{i}.npz"))
     policy = registry.get(scenario).policy
     governance = governance or [SiteGovernance(s.name, policy, None, split_facts(s)) for s in splits]
-    app = make_client_app(
-        load_site=prepared_site_loader(paths),
-        torch_threads=1,
-        governance=prepared_governance(governance),
-        simulate_attack=cfg.attack != "none",
-    )
+    grid = federation_grid(save_splits(splits, workdir), governance, simulate_attack=cfg.attack != "none")
     plan = FederationPlan(scenario, cfg, params, num_sites=len(splits), connect_timeout_s=5)
-    return run_federation(LocalGrid(app, len(splits)), plan)
+    return run_federation(grid, plan)
 
 
 @pytest.mark.usefixtures("flower_task")

@@ -8,16 +8,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from localgrid import LocalGrid
+from localgrid import LocalGrid, federation_grid, save_splits
 
 from flcore import scenario
 from flcore.app import (
     FederationPlan,
-    make_client_app,
-    prepared_governance,
-    prepared_site_loader,
     run_federation,
-    save_split,
 )
 from flcore.audit import AuditTrail, verify
 from flcore.checkpoint import (
@@ -45,20 +41,14 @@ def banks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, list[str]
         {"num-server-rounds": 3, "local-epochs": 1, "strategy": "fedadam", "num-cpus-per-client": 1}
     )
     splits = prepare_data(SC, cfg, None, lambda _: None, params).splits[:3]
-    root = tmp_path_factory.mktemp("splits")
-    paths = []
-    for i, split in enumerate(splits):
-        save_split(split, root / f"site-{i}.npz")
-        paths.append(str(root / f"site-{i}.npz"))
-    return cfg, params, paths
+    return cfg, params, save_splits(splits, tmp_path_factory.mktemp("splits"))
 
 
 def _grid(cfg: Any, paths: list[str]) -> LocalGrid:
     from flcore.app import load_split
 
     govs = [SiteGovernance(load_split(Path(p)).name, SC.policy, None, split_facts(load_split(Path(p)))) for p in paths]
-    app = make_client_app(load_site=prepared_site_loader(paths), torch_threads=1, governance=prepared_governance(govs))
-    return LocalGrid(app, len(paths))
+    return federation_grid(paths, govs)
 
 
 def _plan(cfg: Any, params: Any, **kw: Any) -> FederationPlan:

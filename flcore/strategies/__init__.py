@@ -21,7 +21,6 @@ from flwr.serverapp.strategy import (
 )
 
 from flcore import keys
-from flcore.compression import CompressedUpdates
 from flcore.config import RunConfig
 from flcore.exceptions import ConfigError, UnknownNameError
 from flcore.strategies.dp import ClientLevelDp
@@ -223,5 +222,8 @@ def build_strategy(cfg: RunConfig, num_sites: int, on_reject: RejectFn | None = 
         strategy = ClientLevelDp.wrap(strategy, cfg, num_sites, max(per_round, min_nodes))
     strategy = ScreenedUpdates(strategy, on_reject)
     if cfg.update_compression != "none":
+        # Imported here: flcore.compression builds on this package's StrategyWrapper.
+        from flcore.compression import CompressedUpdates
+
         strategy = CompressedUpdates(strategy, cfg.update_compression, compress_broadcast=cfg.compress_broadcast)
     return strategy

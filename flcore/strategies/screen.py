@@ -14,15 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from logging import WARNING
-from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp.strategy import Strategy
 
-from flcore import keys
-from flcore.xgb import booster_problem
+from flcore.monitor import site_of
+from flcore.strategies.wrapper import StrategyWrapper
+from flcore.xgb import booster_problem, is_booster
 
 #: ``on_reject(server_round, site, reason)``.
 RejectFn = Callable[[int, str, str], None]
@@ -43,7 +43,7 @@ def update_problem(arrays: ArrayRecord) -> str | None:
             wrong = a[~np.isfinite(a)]
             if wrong.size:
                 bad, nan, first = bad + wrong.size, nan + int(np.isnan(wrong).sum()), first or name
-        elif a.dtype == np.uint8 and len(arrays) == 1:  # a booster: the one array of a tree strategy's record
+        elif is_booster(arrays):
             problem = booster_problem(a.tobytes())
             if problem is not None:
                 return f"'{name}': {problem}"
@@ -52,16 +52,7 @@ def update_problem(arrays: ArrayRecord) -> str | None:
     return None
 
 
-def _site_of(reply: Message) -> str:
-    site = reply.content.config_records.get(keys.SITE)
-    return (
-        str(site[keys.SITE_NAME])
-        if site is not None and keys.SITE_NAME in site
-        else f"node {reply.metadata.src_node_id}"
-    )
-
-
-class ScreenedUpdates(Strategy):
+class ScreenedUpdates(StrategyWrapper):
     """Strategy wrapper that drops training replies whose update is not finite.
 
     Parameters
@@ -74,25 +65,8 @@ class ScreenedUpdates(Strategy):
     """
 
     def __init__(self, strategy: Strategy, on_reject: RejectFn | None = None) -> None:
-        super().__init__()
-        self.strategy = strategy
+        super().__init__(strategy)
         self.on_reject = on_reject
-
-    def __repr__(self) -> str:
-        return f"ScreenedUpdates({self.strategy!r})"
-
-    def __getattr__(self, name: str) -> Any:
-        """Read attributes the wrapper lacks (e.g. ``weighted_by_key``) from the inner strategy."""
-        inner = self.__dict__.get("strategy")
-        if inner is None or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(inner, name)
-
-    def summary(self) -> None:
-        self.strategy.summary()
-
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: Any, grid: Any) -> Iterable[Message]:
-        return self.strategy.configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -109,16 +83,10 @@ class ScreenedUpdates(Strategy):
             if problem is None:
                 kept.append(reply)
                 continue
-            site = _site_of(reply)
+            site = site_of(reply.content, f"node {reply.metadata.src_node_id}")
             log(WARNING, "Round %d: rejected the update of %s: %s", server_round, site, problem)
             if self.on_reject is not None:
                 self.on_reject(server_round, site, problem)
         if not any(not r.has_error() for r in kept):
             return None, None  # nothing usable: the global model stays as it was
         return self.strategy.aggregate_train(server_round, kept)
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: Any, grid: Any) -> Iterable[Message]:
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.strategy.aggregate_evaluate(server_round, replies)
