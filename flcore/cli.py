@@ -98,28 +98,57 @@ def cmd_site_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """`flsuite run SCENARIO`: the three arms, a summary table and results.json."""
-    from flcore.harness import run_experiment
-    from flcore.results import write_json
-
+    """`flsuite run SCENARIO [--seeds N]`: the three arms, a summary table, results.json and the report."""
     sc, cfg, params, resume = _configured(args)
-    values = _run_values(args)
+    out = Path(args.out) if args.out else _resume_folder(args) or Path(f"runs/{sc.name}")
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    if args.seeds is not None and args.seeds != 1:
+        if resume is not None:
+            raise ConfigError(
+                "--resume continues one seed's run; it cannot be combined with --seeds. Resume the seed that "
+                f"stopped (flsuite run {sc.name} --resume OUT/seed-S --out OUT/seed-S), then write the summary "
+                "again with the same --seeds command and --out, which reuses finished seeds."
+            )
+        return _run_seeds(args, sc, cfg.seed, out, say)
+    results = _run_one(args, sc, cfg, params, resume, out, say)
+    from flcore.results import write_json
+    from flcore.seeds import with_statistics
+
+    results = with_statistics(results)
+    path = write_json(out / "results.json", results)
+    print(summary_table(results))
+    print(f"\nresults: {path}")
+    _write_report_after_run(args, out)
+    return 0
+
+
+def _run_one(
+    args: argparse.Namespace,
+    sc: Any,
+    cfg: Any,
+    params: Any,
+    resume: Any,
+    out: Path,
+    say: Any,
+    audit_dir: Path | None = None,
+) -> dict[str, Any]:
+    """One seed's three arms, with its checkpoint in ``out`` and its audit trail in ``audit_dir`` (or ``out``)."""
+    from flcore.checkpoint import CHECKPOINT_FILE
+    from flcore.harness import run_experiment
+
     data = Path(args.data) if args.data else None
     if resume is not None and data is None and resume.extra.get("data_dir"):
         data = Path(resume.extra["data_dir"])
-    out = Path(args.out) if args.out else _resume_folder(args) or Path(f"runs/{sc.name}")
     _refuse_to_overwrite(out, args)
-    policy, audit = _governance_args(sc, args, out)
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    policy, audit = _governance_args(sc, args, audit_dir or out)
     say(f"flsuite run {sc.name}: strategy {cfg.strategy}, {cfg.num_server_rounds} rounds, seed {cfg.seed}")
+    values = _run_values(args)
     ignored = [k for k in sc.generation_settings if k in values and data is not None]
     if ignored:
         say(
             f"note: {', '.join(ignored)} sizes generated data only; the {sc.site_noun}s in {data} are used as they are."
         )
-    from flcore.checkpoint import CHECKPOINT_FILE
-
-    results = run_experiment(
+    return run_experiment(
         sc,
         cfg,
         params,
@@ -130,10 +159,177 @@ def cmd_run(args: argparse.Namespace) -> int:
         checkpoint=out / CHECKPOINT_FILE,
         resume=resume,
     )
-    path = write_json(out / "results.json", results)
-    print(summary_table(results))
-    print(f"\nresults: {path}")
+
+
+def _run_seeds(args: argparse.Namespace, sc: Any, first: int, out: Path, say: Any) -> int:
+    """`--seeds N`: every arm under seeds first..first+N-1, each seed in OUT/seed-S, the summary in OUT."""
+    from flcore.results import write_json
+    from flcore.seeds import run_seeds, seed_list
+
+    seeds = seed_list(first, args.seeds)
+
+    def one(seed: int, folder: Path) -> dict[str, Any]:
+        say(f"\n== seed {seed} ({seeds.index(seed) + 1} of {len(seeds)}) ==")
+        values = {**_run_values(args), "seed": seed}
+        cfg, params = sc.configure(values)
+        done = _finished_seed(args, folder, cfg, params)
+        if done is not None:
+            say(f"seed {seed}: finished earlier with the same settings; reusing {folder / 'results.json'}")
+            return done
+        # One audit trail for the whole multi-seed run (OUT/audit.jsonl), each seed a run of its own.
+        return _run_one(args, sc, cfg, params, None, folder, say, audit_dir=out)
+
+    summary, _ = run_seeds(seeds, one, out, write_json)
+    print(seeds_table(summary["statistics"], sc.site_noun))
+    print(f"\nresults: {out / 'results.json'} (each seed: {out}/seed-S/results.json)")
+    _write_report_after_run(args, out)
     return 0
+
+
+def _finished_seed(args: argparse.Namespace, folder: Path, cfg: Any, params: Any) -> dict[str, Any] | None:
+    """A seed's results.json from an earlier run with the same settings and data (not with --fresh)."""
+    import json
+
+    from flcore.config import to_dict
+
+    file = folder / "results.json"
+    if args.fresh or not file.is_file():
+        return None
+    try:
+        prev = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return None
+    from flcore.results import clean
+
+    def as_saved(obj: Any) -> Any:
+        return json.loads(json.dumps(clean(to_dict(obj))))
+
+    source = str(Path(args.data)) if args.data else "synthetic"
+    same = (
+        prev.get("config") == as_saved(cfg)
+        and prev.get("params") == as_saved(params)
+        and prev.get("data", {}).get("source") == source
+    )
+    return prev if same else None
+
+
+def _write_report_after_run(args: argparse.Namespace, out: Path) -> None:
+    """`flsuite run` writes report.md and report.html beside results.json unless --no-report."""
+    if args.no_report:
+        return
+    from flcore.report import write_report
+
+    paths = write_report([out], out)
+    print("report: " + ", ".join(str(p) for p in paths))
+
+
+def _pm(iv: dict[str, Any], digits: int = 4) -> str:
+    """``mean [low, high]`` of an interval, or the mean alone with one seed."""
+    if iv["mean"] is None:
+        return "n/a"
+    if iv["ci_low"] is None:
+        return f"{iv['mean']:.{digits}f}"
+    return f"{iv['mean']:.{digits}f} [{iv['ci_low']:.{digits}f}, {iv['ci_high']:.{digits}f}]"
+
+
+def seeds_table(stats: dict[str, Any], site_noun: str = "site") -> str:
+    """Short human summary of a multi-seed run: each arm's mean and 95% interval, the paired verdicts."""
+    m = stats["metric"]
+    lines = ["", f"{stats['n_seeds']} seeds {stats['seeds']}; {m}: mean [95% confidence interval]", ""]
+    lines.append(f"{'arm':<12} {'union':>26} {'mean over ' + site_noun + 's':>26} {'worst ' + site_noun:>26}")
+    for arm in ("federated", "centralised", "local_only"):
+        a = stats["arms"][arm]
+        lines.append(
+            f"{arm:<12} {_pm(a['union']):>26} {_pm(a['mean_over_sites']):>26} {_pm(a['worst_site_value']):>26}"
+        )
+    lines.append("")
+    for name, title in (("federated_vs_centralised", "centralised"), ("federated_vs_local_only", "local-only")):
+        p = stats["paired"][name]["union"]
+        if p["mean_difference"] is None:
+            continue
+        ci = f" [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]" if p["ci_low"] is not None else ""
+        pv = f", p = {p['p_value']:.3g}" if p["p_value"] is not None else ""
+        lines.append(f"federated - {title}: {p['mean_difference']:+.4f}{ci}{pv}: {p['verdict']}")
+    worst = stats["worst_site"]
+    if worst["site"]:
+        lines.append(f"worst {site_noun} under the federated model: {worst['site']} {_pm(worst['federated'])}")
+    worse = stats["sites_worse_off"]
+    lines.append(f"{site_noun}s worse off federated than alone (beyond noise): {', '.join(worse) if worse else 'none'}")
+    return "\n".join(lines)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`flsuite report RUN_DIR [RUN_DIR ...]`: report.md and a self-contained report.html."""
+    from flcore.report import write_report
+
+    folders = [Path(f) for f in args.run_dirs]
+    out = Path(args.out) if args.out else folders[0] if len(folders) == 1 else Path("runs/comparison")
+    paths = write_report(folders, out)
+    print("report: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """`flsuite sweep SCENARIO --strategies a,b,c --seeds N`: each strategy over the same seeds, ranked."""
+    from flcore import scenario
+    from flcore.strategies import get_spec
+
+    sc = scenario.get(args.scenario)
+    strategies = list(dict.fromkeys(s.strip() for s in args.strategies.split(",") if s.strip()))
+    if len(strategies) < 2:
+        raise ConfigError(f"--strategies needs at least two strategies to compare; got {args.strategies!r}.")
+    for name in strategies:
+        get_spec(name)  # an unknown name fails before any run
+    out = Path(args.out or f"runs/{sc.name}-sweep")
+    folders = []
+    for name in strategies:
+        print(f"\n=== strategy {name} ({strategies.index(name) + 1} of {len(strategies)}) ===", flush=True)
+        one = argparse.Namespace(
+            **{
+                **vars(args),
+                "strategy": name,
+                "out": str(out / name),
+                "resume": None,
+                "audit": None,
+                "no_report": False,
+            }
+        )
+        cmd_run(one)
+        folders.append(out / name)
+    from flcore.report import build_report, to_html, to_markdown
+    from flcore.results import write_json, write_text
+
+    report = build_report(folders)
+    paths = [write_text(out / "report.md", to_markdown(report)), write_text(out / "report.html", to_html(report))]
+    if report.comparison is not None:
+        paths.append(write_json(out / "comparison.json", report.comparison))
+        print(ranking_table(report.comparison))
+    print("\nreport: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def ranking_table(comparison: dict[str, Any]) -> str:
+    """The ranking of a sweep, with the pairs that differ beyond noise."""
+    r = comparison.get("ranking")
+    if r is None:
+        return "\nnot ranked: the runs share fewer than 2 seeds."
+    lines = ["", f"federated {comparison['metric']} over seeds {comparison['seeds']} (rank 1 = best; ties share)"]
+    for k in r["order"]:
+        lines.append(f"  {r['ranks'][k]}. {k:<24} {_pm(r['means'][k])}")
+    apart = [p for p in r["pairs"] if p["verdict"] in ("higher", "lower")]
+    lines.append(
+        "differences beyond noise (Holm-adjusted paired t-test): "
+        + (
+            "; ".join(
+                f"{p['a'] if p['verdict'] == 'higher' else p['b']} > {p['b'] if p['verdict'] == 'higher' else p['a']}"
+                f" (p = {p['p_holm']:.3g})"
+                for p in apart
+            )
+            if apart
+            else "none: every difference is within noise"
+        )
+    )
+    return "\n".join(lines)
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
@@ -574,7 +770,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(r, "runs/SCENARIO")
     r.add_argument("--data", help="directory with one sub-folder per site (default: synthetic)")
     r.add_argument("--quiet", action="store_true", help="print only the summary")
+    r.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="run every arm under N seeds (SEED, SEED+1, ...; each changes the data split, initial weights and "
+        "sampling): each seed in OUT/seed-S, mean and 95%% intervals over seeds in OUT/results.json",
+    )
+    r.add_argument("--no-report", action="store_true", help="do not write report.md and report.html")
     r.set_defaults(fn=cmd_run)
+
+    rp = sub.add_parser("report", help="write report.md and a self-contained report.html from run folders")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders written by `flsuite run` (or results.json)")
+    rp.add_argument("--out", help="output folder (default: the run folder; for several, runs/comparison)")
+    rp.set_defaults(fn=cmd_report)
+
+    sw = sub.add_parser("sweep", help="run strategies over the same seeds and rank them where differences exceed noise")
+    _add_setting_options(sw, "runs/SCENARIO-sweep")
+    sw.add_argument("--strategies", required=True, help="comma-separated strategy names (see `flsuite strategies`)")
+    sw.add_argument("--seeds", type=int, default=5, metavar="N", help="seeds per strategy (default 5)")
+    sw.add_argument("--data", help="directory with one sub-folder per site (default: synthetic)")
+    sw.add_argument("--fresh", action="store_true", help="run every seed again, even where finished results exist")
+    sw.add_argument("--quiet", action="store_true", help="print only the summaries")
+    sw.set_defaults(fn=cmd_sweep)
 
     from flcore.robustness import DEFAULT_ATTACKS, DEFAULT_STRATEGIES
 

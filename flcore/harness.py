@@ -514,6 +514,11 @@ def _run_arms(
     federated = score_federated(task, splits, outcome, cfg.seed)
     monitor = outcome.monitor
     assert monitor is not None
+    federated["curve"] = {
+        "metric": primary,
+        "definition": CURVE_DEFINITION,
+        "values": [r.evaluate.get(primary) for r in monitor.rounds],
+    }
     federated.update(
         wall_time_s=fed_time,
         history=[r.to_json() for r in monitor.rounds],
@@ -555,8 +560,18 @@ def _run_arms(
         np.concatenate([s.train.y for s in splits]),
     )
     central_model = task.init_model(FeatureStats.of(pooled.x, pooled.y), cfg.seed)
-    task.fit(central_model, pooled, cfg, first_round=0, num_rounds=baseline, seed=cfg.seed)
+    central_curve = Curve(task, splits, rounds, baseline)
+    task.fit(
+        central_model,
+        pooled,
+        cfg,
+        first_round=0,
+        num_rounds=baseline,
+        seed=cfg.seed,
+        on_round=central_curve.after(lambda _: central_model),
+    )
     centralised = score_arm(task, splits, lambda _: central_model, primary, shared_model=True)
+    centralised["curve"] = central_curve.to_json()
     centralised["wall_time_s"] = time.perf_counter() - t0
     _show_arm("centralised", centralised, primary, progress)
 
@@ -564,11 +579,21 @@ def _run_arms(
     progress(f"[3/3] local-only: each {scenario.site_noun} alone, {budget}")
     t0 = time.perf_counter()
     local_models = {}
+    local_curve = Curve(task, splits, rounds, baseline)
     for split in splits:
         model = task.init_model(FeatureStats.of(split.train.x, split.train.y), cfg.seed)
-        task.fit(model, split.train, cfg, first_round=0, num_rounds=baseline, seed=cfg.seed)
+        task.fit(
+            model,
+            split.train,
+            cfg,
+            first_round=0,
+            num_rounds=baseline,
+            seed=cfg.seed,
+            on_round=local_curve.after(_constant(model), only=split),
+        )
         local_models[split.name] = model
     local_only = score_arm(task, splits, local_models.__getitem__, primary, shared_model=False)
+    local_only["curve"] = local_curve.to_json()
     union_x = np.concatenate([s.test.x for s in splits])
     union_y = np.concatenate([s.test.y for s in splits])
     local_only["per_site_model_on_union"] = {
@@ -612,6 +637,60 @@ def _run_arms(
         seq, head = audit.head()
         gate_record["audit"] = {"path": str(audit.path), "entries": seq, "head": head}
     return clean(results)
+
+
+#: What an arm's ``curve`` holds, the same for the three arms.
+CURVE_DEFINITION = (
+    "after each round, the primary metric on every site's test split, averaged over the sites weighted by their "
+    "test examples (sites where it is undefined left out), as Flower aggregates the federated evaluate round"
+)
+
+
+class Curve:
+    """The primary metric after every round of a baseline, as the federated arm records it per round.
+
+    A baseline trains ``baseline`` rounds where the federation trains ``rounds``
+    (for bagged trees, one per site and round); it is scored every
+    ``baseline // rounds`` of its rounds, so both curves share one round axis.
+    """
+
+    def __init__(self, task: Task, splits: list[SiteSplit], rounds: int, baseline: int) -> None:
+        self.task, self.splits = task, splits
+        self.step = max(1, baseline // max(1, rounds))
+        self.rounds = rounds
+        #: round -> site -> (value, test examples)
+        self.points: dict[int, dict[str, tuple[float, int]]] = {}
+
+    def after(self, model_for: Callable[[str], Any], only: SiteSplit | None = None) -> Callable[[int], None]:
+        """The ``on_round`` callback of :meth:`Task.fit` that scores ``model_for(site)`` (on ``only``, or all sites)."""
+
+        def score(done: int) -> None:
+            if done % self.step:
+                return
+            r = done // self.step
+            for split in [only] if only is not None else self.splits:
+                if len(split.test) == 0:
+                    continue
+                value = self.task.score(split.test.y, self.task.predict(model_for(split.name), split.test.x)).get(
+                    self.task.primary_metric
+                )
+                if value is not None:
+                    self.points.setdefault(r, {})[split.name] = (float(value), len(split.test))
+
+        return score
+
+    def to_json(self) -> dict[str, Any]:
+        values: list[float | None] = []
+        for r in range(1, self.rounds + 1):
+            pts = list(self.points.get(r, {}).values())
+            weight = sum(n for _, n in pts)
+            values.append(sum(v * n for v, n in pts) / weight if weight else None)
+        return {"metric": self.task.primary_metric, "definition": CURVE_DEFINITION, "values": values}
+
+
+def _constant(model: Any) -> Callable[[str], Any]:
+    """``model`` for every site."""
+    return lambda _: model
 
 
 def participation(rounds: list[RoundRecord], sites: list[str], local_epochs: int) -> dict[str, Any]:

@@ -54,6 +54,7 @@ def write_text(path: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results and reports from the team that reads them
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

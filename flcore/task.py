@@ -48,10 +48,13 @@ class Task(Protocol):
         seed: int,
         proximal_mu: float = 0.0,
         dp: DpSgd | None = None,
+        on_round: Callable[[int], None] | None = None,
     ) -> dict[str, float]:
         """Train for ``num_rounds * cfg.local_epochs`` epochs starting at ``first_round``.
 
         With ``dp``, training is sample-level DP-SGD and ``dp.steps`` advances.
+        ``on_round(k)`` is called after the ``k``-th of the ``num_rounds`` rounds (to
+        score the model as it trains); it must not change the training itself.
         """
         ...
 
@@ -168,6 +171,7 @@ class BinaryClassificationTask(TorchExchange):
         seed: int,
         proximal_mu: float = 0.0,
         dp: DpSgd | None = None,
+        on_round: Callable[[int], None] | None = None,
     ) -> dict[str, float]:
         epochs = num_rounds * cfg.local_epochs
         loss = fit_binary(
@@ -182,6 +186,7 @@ class BinaryClassificationTask(TorchExchange):
             proximal_mu=proximal_mu,
             augment=self.augment,
             dp=dp,
+            on_epoch=_per_round(on_round, cfg.local_epochs),
         )
         return {"train-loss": loss}
 
@@ -254,6 +259,7 @@ class AnomalyDetectionTask(TorchExchange):
         seed: int,
         proximal_mu: float = 0.0,
         dp: DpSgd | None = None,
+        on_round: Callable[[int], None] | None = None,
     ) -> dict[str, float]:
         normal = data.x[np.asarray(data.y) == 0]  # training data are normal; a labelled fault never trains
         loss = fit_reconstruction(
@@ -265,6 +271,7 @@ class AnomalyDetectionTask(TorchExchange):
             seed=seed,
             proximal_mu=proximal_mu,
             dp=dp,
+            on_epoch=_per_round(on_round, cfg.local_epochs),
         )
         return {"train-loss": loss}
 
@@ -294,6 +301,13 @@ def _seeded(build: Callable[[FeatureStats], nn.Module], stats: FeatureStats, see
 
     torch.manual_seed(seed)
     return build(stats)
+
+
+def _per_round(on_round: Callable[[int], None] | None, local_epochs: int) -> Callable[[int], None] | None:
+    """An epoch callback that calls ``on_round(k)`` when the ``k``-th round's last local epoch is done."""
+    if on_round is None:
+        return None
+    return lambda epoch: on_round(epoch // local_epochs) if epoch % local_epochs == 0 else None
 
 
 def _lr_schedule(cfg: RunConfig, first_round: int) -> Callable[[int], float]:

@@ -56,6 +56,7 @@ def fit_binary(
     proximal_mu: float = 0.0,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     dp: DpSgd | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> float:
     """Train ``model`` (logit output) with SGD on weighted binary cross-entropy.
 
@@ -83,6 +84,9 @@ def fit_binary(
     dp : DpSgd, optional
         Sample-level DP-SGD: Poisson-sampled batches, per-record clipping and noise
         (replaces ``cfg.clip-norm`` clipping); its step count is advanced.
+    on_epoch : callable, optional
+        Called with the number of epochs done after each epoch (to score the model
+        as it trains); training resumes in train mode, with the same random state.
 
     Returns
     -------
@@ -99,7 +103,7 @@ def fit_binary(
         batch = xt[idx] if augment is None else augment(xt[idx], gen)
         return loss_fn(model(batch), yt[idx])
 
-    return _train_loop(model, len(yt), cfg, epochs, lr_for_epoch, seed, proximal_mu, batch_loss, dp)
+    return _train_loop(model, len(yt), cfg, epochs, lr_for_epoch, seed, proximal_mu, batch_loss, dp, on_epoch)
 
 
 def fit_reconstruction(
@@ -112,12 +116,13 @@ def fit_reconstruction(
     seed: int,
     proximal_mu: float = 0.0,
     dp: DpSgd | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> float:
     """Train an anomaly model whose forward pass returns one reconstruction error per example.
 
     The loss is the mean of ``model(batch)``; labels are not used (the training data
     are taken as normal). Optimiser, clipping and the FedProx term as in
-    :func:`fit_binary`.
+    :func:`fit_binary`, as is ``on_epoch``.
 
     Returns
     -------
@@ -131,7 +136,7 @@ def fit_reconstruction(
     def batch_loss(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return model(xt[idx]).mean()
 
-    return _train_loop(model, len(xt), cfg, epochs, lr_for_epoch, seed, proximal_mu, batch_loss, dp)
+    return _train_loop(model, len(xt), cfg, epochs, lr_for_epoch, seed, proximal_mu, batch_loss, dp, on_epoch)
 
 
 def _train_loop(
@@ -144,6 +149,7 @@ def _train_loop(
     proximal_mu: float,
     batch_loss: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
     dp: DpSgd | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> float:
     """Mini-batch epochs over ``n`` examples minimising ``batch_loss(indices, generator)``.
 
@@ -161,7 +167,6 @@ def _train_loop(
         opt = torch.optim.Adam(params, lr=lr_for_epoch(0), weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.SGD(params, lr=lr_for_epoch(0), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    model.train()
     last = float("nan")
     # DP noise and Poisson samples come from a secret seed: the run's seed is known to the coordinator,
     # which could otherwise regenerate the noise and subtract it from the update.
@@ -169,6 +174,7 @@ def _train_loop(
     context: Any = dp.attach(model, opt, n, private) if dp is not None else nullcontext()
     with context as dp_opt:
         for epoch in range(epochs):
+            model.train()  # again after each on_epoch, which may have scored the model in eval mode
             for group in opt.param_groups:
                 group["lr"] = lr_for_epoch(epoch)
             total, count = 0.0, 0
@@ -194,6 +200,8 @@ def _train_loop(
                     total += float(loss.detach()) * len(idx)
                     count += len(idx)
             last = total / count if count else float("nan")
+            if on_epoch is not None:
+                on_epoch(epoch + 1)
     return last
 
 

@@ -194,6 +194,7 @@ class XGBoostTask:
         seed: int,
         proximal_mu: float = 0.0,
         dp: Any = None,
+        on_round: Callable[[int], None] | None = None,
     ) -> dict[str, float]:
         """Add ``num_rounds * local-epochs`` boosting rounds on ``data`` to the ensemble."""
         import xgboost as xgb
@@ -203,6 +204,7 @@ class XGBoostTask:
         dtrain = xgb.DMatrix(data.x, label=data.y)
         history: dict[str, Any] = {}
         model.loaded_trees = model.trees
+        callbacks = [_every_round(model, on_round, cfg.local_epochs)] if on_round is not None else None
         model.booster = xgb.train(
             self._params(seed),
             dtrain,
@@ -211,6 +213,7 @@ class XGBoostTask:
             evals=[(dtrain, "train")],
             evals_result=history,
             verbose_eval=False,
+            callbacks=callbacks,
         )
         return {keys.TRAIN_LOSS: float(history["train"]["logloss"][-1])}
 
@@ -275,3 +278,26 @@ class XGBoostTask:
                     f"model=xgboost does not support {key}={value}: DP-SGD, SecAgg+ and update codecs work on "
                     f"weight arrays, and a booster is a tree ensemble. Set {key}={plain}, or use the MLP (model=mlp)."
                 )
+
+
+def _every_round(model: XGBoostModel, on_round: Callable[[int], None], local_epochs: int) -> Any:
+    """An XGBoost training callback calling ``on_round(k)`` after every ``local_epochs`` boosting rounds.
+
+    ``model.booster`` points at the booster being trained while ``on_round`` runs, so
+    that the callback can score the ensemble grown so far.
+    """
+    import xgboost as xgb
+
+    class EveryRound(xgb.callback.TrainingCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.done = 0
+
+        def after_iteration(self, booster: Any, epoch: int, evals_log: Any) -> bool:
+            self.done += 1
+            if self.done % local_epochs == 0:
+                model.booster = booster
+                on_round(self.done // local_epochs)
+            return False  # never stop early
+
+    return EveryRound()
