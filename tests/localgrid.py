@@ -2,18 +2,27 @@
 
 Fast enough to run whole federations in unit tests; nodes can be taken down to
 play dropouts, as a SuperLink does for a node that stopped answering.
+
+:func:`in_process_simulation` stands in for ``flcore.simulation.run_federated_simulation``
+(monkeypatch it) to run the CLI and the harness end to end without Ray.
 """
 
 from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid
+
+if TYPE_CHECKING:
+    from flcore.app import FederationOutcome
+    from flcore.config import RunConfig
+    from flcore.data import SiteSplit
+    from flcore.siteguard import SiteGovernance
 
 
 class LocalGrid(Grid):
@@ -92,3 +101,47 @@ def federation_grid(paths: list[str], governance: list[Any], *, simulate_attack:
         simulate_attack=simulate_attack,
     )
     return LocalGrid(app, len(paths))
+
+
+def in_process_simulation(
+    scenario: str,
+    cfg: RunConfig,
+    params: object,
+    splits: list[SiteSplit],
+    workdir: Path,
+    on_round: Callable[[Any], None] | None = None,
+    governance: list[SiteGovernance] | None = None,
+    run_id: str | None = None,
+    audit: Any = None,
+    checkpoint: Path | None = None,
+    resume: Any = None,
+    meta: dict[str, Any] | None = None,
+) -> FederationOutcome:
+    """flcore.simulation.run_federated_simulation without Ray: the same apps, on the in-process LocalGrid.
+
+    Takes the same arguments, so the round callback, audit trail and checkpoint
+    behave as under the simulation engine.
+    """
+    from flcore import scenario as registry
+    from flcore.app import FederationPlan, run_federation
+    from flcore.siteguard import SiteGovernance, split_facts
+
+    policy = registry.get(scenario).policy
+    governance = governance or [SiteGovernance(s.name, policy, None, split_facts(s)) for s in splits]
+    workdir.mkdir(parents=True, exist_ok=True)
+    grid = federation_grid(save_splits(splits, workdir), governance, simulate_attack=cfg.attack != "none")
+    plan = FederationPlan(
+        scenario,
+        cfg,
+        params,
+        num_sites=len(splits),
+        connect_timeout_s=5,
+        on_round=on_round,
+        audit=audit,
+        checkpoint=checkpoint,
+        resume=resume,
+        meta=dict(meta or {}),
+    )
+    if run_id:
+        plan.run_id = run_id
+    return run_federation(grid, plan)

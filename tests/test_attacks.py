@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import Strategy
+from localgrid import in_process_simulation
 
 from flcore import keys
 from flcore.app import FederationOutcome
 from flcore.attacks import ATTACKERS, attack_arrays, attack_mod, choose_attackers, describe, perturbation
 from flcore.compression import PACKED, CompressedUpdates, compression_mod
 from flcore.config import RunConfig, apply_settings, check_attack, to_json
-from flcore.data import FeatureStats, SiteData, SiteSplit
+from flcore.data import FeatureStats, SiteData
 from flcore.exceptions import ConfigError
-from flcore.siteguard import SiteGovernance
 from flcore.strategies import REGISTRY, build_strategy
 from flcore.strategies.screen import ScreenedUpdates, update_problem
 from flcore.xgb import XGBoostModel, XGBoostTask, booster_from_bytes, booster_record, perturb_leaves, record_bytes
@@ -597,29 +597,6 @@ def _initial_digest(data: Path, results: dict[str, object]) -> str:
     stats = FeatureStats.combine([FeatureStats.of(s.train.x, s.train.y) for s in splits])
     task = sc.make_task(params)
     return arrays_digest(task.model_arrays(task.init_model(stats, cfg.seed)))
-
-
-def in_process_simulation(
-    scenario: str,
-    cfg: RunConfig,
-    params: object,
-    splits: list[SiteSplit],
-    workdir: Path,
-    governance: list[SiteGovernance] | None = None,
-    **_: object,
-) -> FederationOutcome:
-    """flcore.simulation.run_federated_simulation without Ray: the same apps, on the in-process LocalGrid."""
-    from localgrid import federation_grid, save_splits
-
-    from flcore import scenario as registry
-    from flcore.app import FederationPlan, run_federation
-    from flcore.siteguard import split_facts
-
-    policy = registry.get(scenario).policy
-    governance = governance or [SiteGovernance(s.name, policy, None, split_facts(s)) for s in splits]
-    grid = federation_grid(save_splits(splits, workdir), governance, simulate_attack=cfg.attack != "none")
-    plan = FederationPlan(scenario, cfg, params, num_sites=len(splits), connect_timeout_s=5)
-    return run_federation(grid, plan)
 
 
 @pytest.mark.usefixtures("flower_task")
