@@ -223,36 +223,30 @@ def _write_report_after_run(args: argparse.Namespace, out: Path) -> None:
     print("report: " + ", ".join(str(p) for p in paths))
 
 
-def _pm(iv: dict[str, Any], digits: int = 4) -> str:
-    """``mean [low, high]`` of an interval, or the mean alone with one seed."""
-    if iv["mean"] is None:
-        return "n/a"
-    if iv["ci_low"] is None:
-        return f"{iv['mean']:.{digits}f}"
-    return f"{iv['mean']:.{digits}f} [{iv['ci_low']:.{digits}f}, {iv['ci_high']:.{digits}f}]"
-
-
 def seeds_table(stats: dict[str, Any], site_noun: str = "site") -> str:
     """Short human summary of a multi-seed run: each arm's mean and 95% interval, the paired verdicts."""
+    from flcore.report import ci
+    from flcore.stats import ARMS
+
     m = stats["metric"]
     lines = ["", f"{stats['n_seeds']} seeds {stats['seeds']}; {m}: mean [95% confidence interval]", ""]
     lines.append(f"{'arm':<12} {'union':>26} {'mean over ' + site_noun + 's':>26} {'worst ' + site_noun:>26}")
-    for arm in ("federated", "centralised", "local_only"):
+    for arm in ARMS:
         a = stats["arms"][arm]
         lines.append(
-            f"{arm:<12} {_pm(a['union']):>26} {_pm(a['mean_over_sites']):>26} {_pm(a['worst_site_value']):>26}"
+            f"{arm:<12} {ci(a['union'], 4):>26} {ci(a['mean_over_sites'], 4):>26} {ci(a['worst_site_value'], 4):>26}"
         )
     lines.append("")
     for name, title in (("federated_vs_centralised", "centralised"), ("federated_vs_local_only", "local-only")):
         p = stats["paired"][name]["union"]
         if p["mean_difference"] is None:
             continue
-        ci = f" [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]" if p["ci_low"] is not None else ""
+        bounds = f" [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]" if p["ci_low"] is not None else ""
         pv = f", p = {p['p_value']:.3g}" if p["p_value"] is not None else ""
-        lines.append(f"federated - {title}: {p['mean_difference']:+.4f}{ci}{pv}: {p['verdict']}")
+        lines.append(f"federated - {title}: {p['mean_difference']:+.4f}{bounds}{pv}: {p['verdict']}")
     worst = stats["worst_site"]
     if worst["site"]:
-        lines.append(f"worst {site_noun} under the federated model: {worst['site']} {_pm(worst['federated'])}")
+        lines.append(f"worst {site_noun} under the federated model: {worst['site']} {ci(worst['federated'], 4)}")
     worse = stats["sites_worse_off"]
     lines.append(f"{site_noun}s worse off federated than alone (beyond noise): {', '.join(worse) if worse else 'none'}")
     return "\n".join(lines)
@@ -296,13 +290,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
         cmd_run(one)
         folders.append(out / name)
-    from flcore.report import build_report, to_html, to_markdown
-    from flcore.results import write_json, write_text
+    from flcore.report import build_report, save_report
 
     report = build_report(folders)
-    paths = [write_text(out / "report.md", to_markdown(report)), write_text(out / "report.html", to_html(report))]
+    paths = save_report(report, out)
     if report.comparison is not None:
-        paths.append(write_json(out / "comparison.json", report.comparison))
         print(ranking_table(report.comparison))
     print("\nreport: " + ", ".join(str(p) for p in paths))
     return 0
@@ -310,12 +302,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def ranking_table(comparison: dict[str, Any]) -> str:
     """The ranking of a sweep, with the pairs that differ beyond noise."""
+    from flcore.report import ci
+
     r = comparison.get("ranking")
     if r is None:
         return "\nnot ranked: the runs share fewer than 2 seeds."
     lines = ["", f"federated {comparison['metric']} over seeds {comparison['seeds']} (rank 1 = best; ties share)"]
     for k in r["order"]:
-        lines.append(f"  {r['ranks'][k]}. {k:<24} {_pm(r['means'][k])}")
+        lines.append(f"  {r['ranks'][k]}. {k:<24} {ci(r['means'][k], 4)}")
     apart = [p for p in r["pairs"] if p["verdict"] in ("higher", "lower")]
     lines.append(
         "differences beyond noise (Holm-adjusted paired t-test): "

@@ -514,11 +514,7 @@ def _run_arms(
     federated = score_federated(task, splits, outcome, cfg.seed)
     monitor = outcome.monitor
     assert monitor is not None
-    federated["curve"] = {
-        "metric": primary,
-        "definition": CURVE_DEFINITION,
-        "values": [r.evaluate.get(primary) for r in monitor.rounds],
-    }
+    federated["curve"] = curve_json(primary, [r.evaluate.get(primary) for r in monitor.rounds])
     federated.update(
         wall_time_s=fed_time,
         history=[r.to_json() for r in monitor.rounds],
@@ -646,6 +642,11 @@ CURVE_DEFINITION = (
 )
 
 
+def curve_json(metric: str, values: list[float | None]) -> dict[str, Any]:
+    """An arm's ``curve`` in results.json: ``values[r - 1]`` is the metric after round ``r``."""
+    return {"metric": metric, "definition": CURVE_DEFINITION, "values": values}
+
+
 class Curve:
     """The primary metric after every round of a baseline, as the federated arm records it per round.
 
@@ -685,7 +686,7 @@ class Curve:
             pts = list(self.points.get(r, {}).values())
             weight = sum(n for _, n in pts)
             values.append(sum(v * n for v, n in pts) / weight if weight else None)
-        return {"metric": self.task.primary_metric, "definition": CURVE_DEFINITION, "values": values}
+        return curve_json(self.task.primary_metric, values)
 
 
 def _constant(model: Any) -> Callable[[str], Any]:

@@ -42,8 +42,7 @@ def _svg(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.StringIO()
-    with plt.rc_context({"svg.hashsalt": f"flsuite-{next(_counter)}"}):
-        fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
     text = buf.getvalue()
     # Drop the XML declaration and DOCTYPE; the page's CSS scales the figure (it keeps its viewBox).

@@ -30,7 +30,8 @@ COST_CAPTION = (
 )
 EPS_CAPTION = "Epsilon spent per run (range over seeds) against the federated metric (95% interval); lines: no DP."
 
-ARM_NAMES = {"federated": "federated", "centralised": "centralised", "local_only": "local-only"}
+#: Display names of the arms, as the figures show them.
+ARM_NAMES = {arm: name for arm, (_, name) in plots.ARM_STYLE.items()}
 
 
 # -- blocks -------------------------------------------------------------------------------
@@ -653,8 +654,12 @@ def to_html(report: Report) -> str:
 
 
 def write_report(folders: Sequence[Path], out: Path) -> list[Path]:
+    """Build the report of ``folders`` and write it to ``out`` (see :func:`save_report`); the paths written."""
+    return save_report(build_report(folders), out)
+
+
+def save_report(report: Report, out: Path) -> list[Path]:
     """Write report.md and report.html (and comparison.json for several runs) to ``out``; their paths."""
-    report = build_report(folders)
     out = Path(out)
     paths = [write_text(out / "report.md", to_markdown(report)), write_text(out / "report.html", to_html(report))]
     if report.comparison is not None:

@@ -132,15 +132,17 @@ def read_run_folder(path: Path) -> RunFolder:
     path = Path(path)
     file = path if path.suffix == ".json" else path / RESULTS
     folder = file.parent
-    summary = _read_json(file, "Run `flsuite run SCENARIO --out " + str(folder) + "` first, or name another folder.")
+    summary, _ = _read_json(file, "Run `flsuite run SCENARIO --out " + str(folder) + "` first, or name another folder.")
     if summary.get("kind", "run") == "run":
         stats = summary.get("statistics") or summarise([summary])
         return RunFolder(folder, summary, [summary], stats)
     runs = []
     for entry in summary.get("runs", []):
         seed_file = folder / entry["results"]
-        run = _read_json(seed_file, f"It is seed {entry['seed']}'s results, listed in {file}; run the seeds again.")
-        if file_sha256(seed_file) != entry["sha256"]:
+        run, sha256 = _read_json(
+            seed_file, f"It is seed {entry['seed']}'s results, listed in {file}; run the seeds again."
+        )
+        if sha256 != entry["sha256"]:
             raise RunFolderError(
                 f"{seed_file} changed after {file} summarised it (its SHA-256 differs from the one recorded). "
                 "A report must show the results it summarises: run the seeds again, or restore the file."
@@ -151,16 +153,18 @@ def read_run_folder(path: Path) -> RunFolder:
     return RunFolder(folder, summary, runs, summary.get("statistics") or summarise(runs))
 
 
-def _read_json(file: Path, fix: str) -> dict[str, Any]:
+def _read_json(file: Path, fix: str) -> tuple[dict[str, Any], str]:
+    """A results.json document and the SHA-256 of its bytes, read once."""
     if not file.is_file():
         raise RunFolderError(f"{file} does not exist. {fix}")
     try:
-        doc = json.loads(file.read_text())
+        data = file.read_bytes()
+        doc = json.loads(data)
     except (OSError, ValueError) as err:
         raise RunFolderError(f"{file} is not a readable results.json ({err}). {fix}") from None
     if not isinstance(doc, dict) or "primary_metric" not in doc or "scenario" not in doc:
         raise RunFolderError(f"{file} is not an flsuite results.json (no scenario or primary_metric). {fix}")
-    return doc
+    return doc, hashlib.sha256(data).hexdigest()
 
 
 def run_seeds(
