@@ -8,7 +8,6 @@ from typing import Any
 
 from flwr.serverapp.strategy import (
     FedAdam,
-    FedAvg,
     FedMedian,
     FedProx,
     FedTrimmedAvg,
@@ -23,6 +22,7 @@ from flwr.serverapp.strategy import (
 from flcore import keys
 from flcore.config import RunConfig
 from flcore.exceptions import ConfigError, UnknownNameError
+from flcore.strategies.averaging import FedAvg, with_fast_average
 from flcore.strategies.dp import ClientLevelDp
 from flcore.strategies.screen import RejectFn, ScreenedUpdates
 from flcore.strategies.sizeweighted import FedAvgSizeWeighted
@@ -70,19 +70,19 @@ REGISTRY: dict[str, StrategySpec] = {
             "fedprox",
             "FedAvg plus a proximal term at the sites against client drift (proximal-mu).",
             "Li et al., MLSys 2020",
-            lambda cfg, kw, k: FedProx(proximal_mu=cfg.proximal_mu, **kw),
+            lambda cfg, kw, k: with_fast_average(FedProx)(proximal_mu=cfg.proximal_mu, **kw),
         ),
         StrategySpec(
             "fedadam",
             "Server-side Adam on the averaged update (server-learning-rate).",
             "Reddi et al., ICLR 2021",
-            lambda cfg, kw, k: FedAdam(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate, **kw),
+            lambda cfg, kw, k: with_fast_average(FedAdam)(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate, **kw),
         ),
         StrategySpec(
             "fedyogi",
             "Server-side Yogi on the averaged update (server-learning-rate).",
             "Reddi et al., ICLR 2021",
-            lambda cfg, kw, k: FedYogi(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate, **kw),
+            lambda cfg, kw, k: with_fast_average(FedYogi)(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate, **kw),
         ),
         StrategySpec(
             "fedtrimmedavg",

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from logging import INFO
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message, MetricRecord
-from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
+
+from flcore.strategies.averaging import FedAvg, weighted_average
+
+__all__ = ["FedAvgSizeWeighted", "size_weights", "weighted_average"]
 
 
 def size_weights(sizes: list[float], beta: float) -> np.ndarray:
@@ -28,19 +29,6 @@ def size_weights(sizes: list[float], beta: float) -> np.ndarray:
     return w / w.sum()
 
 
-def weighted_average(records: list[ArrayRecord], weights: np.ndarray) -> ArrayRecord:
-    """Weighted average of ArrayRecords holding the same keys and shapes."""
-    out: dict[str, np.ndarray] = {}
-    dtypes: dict[str, np.dtype] = {}
-    for record, w in zip(records, weights, strict=True):
-        for key, value in record.items():
-            arr = value.numpy()
-            dtypes.setdefault(key, arr.dtype)
-            # Accumulate in float64, send back in the sites' own dtype (float32 stays float32).
-            out[key] = out[key] + arr * float(w) if key in out else arr.astype(np.float64) * float(w)
-    return ArrayRecord({k: Array(v.astype(dtypes[k])) for k, v in out.items()})
-
-
 class FedAvgSizeWeighted(FedAvg):
     """FedAvg whose site weights follow n_k^(1+beta) instead of n_k.
 
@@ -55,7 +43,7 @@ class FedAvgSizeWeighted(FedAvg):
     beta : float
         Size exponent offset in [-1, 1]; 0 reproduces FedAvg exactly.
     **kwargs
-        Passed to :class:`flwr.serverapp.strategy.FedAvg`.
+        Passed to :class:`flcore.strategies.averaging.FedAvg` (Flower's FedAvg).
     """
 
     def __init__(self, beta: float = 0.0, **kwargs: Any) -> None:
@@ -69,16 +57,6 @@ class FedAvgSizeWeighted(FedAvg):
         super().summary()
         log(INFO, "\t└──> Size weighting: n^(1+beta), beta=%s", self.beta)
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate the replies' arrays with size weights n_k^(1+beta)."""
-        valid, _ = self._check_and_log_replies(replies, is_train=True)
-        if not valid:
-            return None, None
-        contents = [msg.content for msg in valid]
-        sizes = [float(cast(float, next(iter(c.metric_records.values()))[self.weighted_by_key])) for c in contents]
-        arrays = [next(iter(c.array_records.values())) for c in contents]
-        aggregated = weighted_average(arrays, size_weights(sizes, self.beta))
-        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
-        return aggregated, metrics
+    def site_weights(self, sizes: list[float]) -> np.ndarray:
+        """Weights n_k^(1+beta) / sum_j n_j^(1+beta) of the replies."""
+        return size_weights(sizes, self.beta)
