@@ -100,3 +100,20 @@ def test_written_fleet_has_the_documented_layout(tmp_path: Path) -> None:
         recordings = sorted((folder / "recordings").iterdir())
         assert len(recordings) > len(labels) - 1  # unlabelled service recordings as well
         assert recordings[0].read_text().startswith("accel\n")
+
+
+def test_kurtosis_and_filter_shortcuts_match_scipy() -> None:
+    from scipy import signal, stats
+
+    from domains.iot.features import _bandpass, _kurtosis
+
+    rng = np.random.default_rng(3)
+    frames = np.vstack([rng.standard_normal((4, 256)), rng.standard_t(3, (2, 256)), np.full((1, 256), 2.5)])
+    np.testing.assert_allclose(_kurtosis(frames), stats.kurtosis(frames, axis=1, fisher=True), rtol=1e-12)
+    assert np.isnan(_kurtosis(frames)[-1])  # a constant window, as scipy says
+    first = _bandpass(2000.0, 5000.0, 12800.0)
+    first[0, 0] = 99.0  # a caller's change must not reach the next caller
+    np.testing.assert_array_equal(
+        _bandpass(2000.0, 5000.0, 12800.0),
+        signal.butter(4, [2000.0, 5000.0], btype="bandpass", fs=12800.0, output="sos"),
+    )

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import signal, stats
+from scipy import signal
 
 _EPS = 1e-12
 
@@ -108,8 +109,7 @@ class SpectralFeatures:
         if self.count(len(x), fs) == 0:
             raise ValueError(f"recording of {len(x)} samples is shorter than one window ({w} samples)")
         frames = sliding_window_view(x, w)[::hop]
-        sos = signal.butter(4, [self.envelope_low_hz, self.envelope_high_hz], btype="bandpass", fs=fs, output="sos")
-        band = signal.sosfiltfilt(sos, x)
+        band = signal.sosfiltfilt(_bandpass(self.envelope_low_hz, self.envelope_high_hz, float(fs)), x)
         env_full = np.abs(signal.hilbert(band))
         band_frames = sliding_window_view(band, w)[::hop]
         env_frames = sliding_window_view(env_full, w)[::hop]
@@ -130,10 +130,36 @@ class SpectralFeatures:
         # above max_hz, which a higher sampling rate would add, does not count.
         mean_square = 2.0 * spec.sum(axis=1) / (w * np.square(hann).sum())
         band_rms = np.sqrt(np.mean(np.square(band_frames), axis=1)) + _EPS
-        kurt = stats.kurtosis(band_frames, axis=1, fisher=True)
+        kurt = _kurtosis(band_frames)
         crest = env_frames.max(axis=1) / band_rms  # the envelope peak: no sampling-rate bias
         indicators = np.stack([0.5 * np.log10(mean_square + _EPS), kurt, crest], axis=1)
         return np.concatenate([spec_feat, env_feat, indicators], axis=1).astype(np.float32)
+
+
+def _bandpass(low_hz: float, high_hz: float, fs: float) -> np.ndarray:
+    """4th-order Butterworth band-pass as second-order sections (a copy the caller may change)."""
+    return _bandpass_design(low_hz, high_hz, fs).copy()
+
+
+@lru_cache(maxsize=64)
+def _bandpass_design(low_hz: float, high_hz: float, fs: float) -> np.ndarray:
+    # Designed once per sampling rate: designing costs more than filtering a recording, and a fleet has few rates.
+    return signal.butter(4, [low_hz, high_hz], btype="bandpass", fs=fs, output="sos")
+
+
+def _kurtosis(frames: np.ndarray) -> np.ndarray:
+    """Excess kurtosis of each row (Fisher, biased: ``scipy.stats.kurtosis``'s defaults), NaN for a constant row.
+
+    Written out because scipy's axis and NaN-policy handling costs more than the sums on short windows.
+    """
+    mean = frames.mean(axis=1, keepdims=True)
+    sq = np.square(frames - mean)
+    m2 = sq.mean(axis=1)
+    m4 = np.square(sq).mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = m4 / np.square(m2) - 3.0
+    # scipy's test for a constant row: variance within float resolution of the mean.
+    return np.where(m2 <= np.square(np.finfo(np.float64).resolution * mean[:, 0]), np.nan, out)
 
 
 def _band_sums(power: np.ndarray, freqs: np.ndarray, edges: np.ndarray) -> np.ndarray:
