@@ -21,6 +21,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -227,9 +228,16 @@ def _data_root(scenario: scenario_registry.Scenario, data_dir: str, seed: int) -
 
 
 def _decode(config: ConfigRecord) -> tuple[scenario_registry.Scenario, RunConfig, Any]:
-    scenario = scenario_registry.get(str(config[keys.SCENARIO]))
-    cfg = from_json(RunConfig, str(config[RUN_JSON]))
-    params = scenario.params_from_dict(json.loads(str(config[keys.PARAMS_JSON])))
+    return _decode_texts(str(config[keys.SCENARIO]), str(config[RUN_JSON]), str(config[keys.PARAMS_JSON]))
+
+
+@lru_cache(maxsize=16)
+def _decode_texts(name: str, run_json: str, params_json: str) -> tuple[scenario_registry.Scenario, RunConfig, Any]:
+    # Every message of a run carries the same settings; checking them again costs ms per message in a
+    # fleet. The settings objects are frozen dataclasses, so sharing them between messages is safe.
+    scenario = scenario_registry.get(name)
+    cfg = from_json(RunConfig, run_json)
+    params = scenario.params_from_dict(json.loads(params_json))
     return scenario, cfg, params
 
 

@@ -18,6 +18,9 @@ from flwr.serverapp.strategy import (
     MultiKrum,
     Strategy,
 )
+from flwr.serverapp.strategy import (
+    FedAvg as FlowerFedAvg,
+)
 
 from flcore import keys
 from flcore.config import RunConfig
@@ -58,7 +61,8 @@ REGISTRY: dict[str, StrategySpec] = {
             "fedavg",
             "Sample-weighted average of site models.",
             "McMahan et al., AISTATS 2017",
-            lambda cfg, kw, k: FedAvg(**kw),
+            # Flower's DP accountant insists on its own FedAvg.aggregate_train (equal weights it can account for).
+            lambda cfg, kw, k: (FlowerFedAvg if cfg.privacy == "client-dp" else FedAvg)(**kw),
         ),
         StrategySpec(
             "fedavg-sizeweighted",
