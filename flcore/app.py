@@ -64,6 +64,7 @@ from flcore.siteguard import (
     split_facts,
 )
 from flcore.strategies import build_strategy, min_evaluate_per_round, min_sites_per_round
+from flcore.strategies.averaging import array_view
 
 # --------------------------------------------------------------------------------------
 # Site data on the client side
@@ -333,10 +334,10 @@ def _update_norm(before: ArrayRecord, after: ArrayRecord) -> float | None:
     """L2 norm of ``after - before`` over the floating-point arrays both hold (None if none: trees)."""
     total, found = 0.0, False
     for name, arr in before.items():
-        old = arr.numpy()  # type: ignore[union-attr]
+        old = array_view(arr)  # type: ignore[arg-type]
         if not np.issubdtype(old.dtype, np.floating) or name not in after:
             continue
-        new = after[name].numpy()  # type: ignore[union-attr]
+        new = array_view(after[name])  # type: ignore[arg-type]
         if new.shape != old.shape:
             continue
         diff = new.astype(np.float64) - old
@@ -390,7 +391,7 @@ def make_client_app(
     ) -> tuple[Any, RunConfig, Any, SiteSplit, SiteGovernance, str]:
         import torch
 
-        if torch_threads:
+        if torch_threads and torch.get_num_threads() != torch_threads:  # setting it again costs ~2 ms a message
             torch.set_num_threads(torch_threads)
         scenario, cfg, params = _decode(config)
         split = load_site(context, cfg) if load_site else _folder_site_loader(context, cfg, scenario)
@@ -849,8 +850,14 @@ def check_resumable(resume: Checkpoint, plan: FederationPlan) -> None:
 
 
 def _end_run(grid: Grid, node_ids: list[int], plan: FederationPlan, monitor: FederationMonitor) -> dict[str, Any]:
-    """Tell every site the run is over, so each settles its privacy ledger; collect what each spent."""
+    """Tell every site the run is over, so each settles its privacy ledger; collect what each spent.
+
+    Without privacy there is nothing to settle and no message is sent (in a fleet of
+    thousands of devices, that query round costs seconds).
+    """
     cfg = plan.cfg
+    if cfg.privacy == "none":
+        return {"mode": "none"}
     extra: dict[str, Any] = {}
     client = monitor.client_privacy
     if cfg.privacy == "client-dp" and client is not None:
@@ -870,8 +877,6 @@ def _end_run(grid: Grid, node_ids: list[int], plan: FederationPlan, monitor: Fed
         site = str(reply.content[keys.SITE][keys.SITE_NAME])  # type: ignore[index]
         per_site[site] = float(reply.content[keys.METRICS][keys.DP_EPSILON])  # type: ignore[index,arg-type]
         noise[site] = float(reply.content[keys.METRICS].get(DP_NOISE, 0.0))  # type: ignore[union-attr,arg-type]
-    if cfg.privacy == "none":
-        return {"mode": "none"}
     from flcore.privacy import CLIENT_ACCOUNTANT, SAMPLE_ACCOUNTANT
 
     out: dict[str, Any] = {

@@ -14,7 +14,15 @@ from flcore import keys, metrics
 from flcore.config import RunConfig
 from flcore.data import FeatureStats, SiteData
 from flcore.exceptions import ConfigError
-from flcore.training import bce_loss, fit_binary, fit_reconstruction, lr_at, predict_proba, predict_scores
+from flcore.training import (
+    bce_loss,
+    fit_binary,
+    fit_reconstruction,
+    lr_at,
+    predict_proba,
+    predict_scores,
+    seed_cpu,
+)
 
 if TYPE_CHECKING:
     from flcore.privacy import DpSgd
@@ -297,9 +305,7 @@ class AnomalyDetectionTask(TorchExchange):
 
 def _seeded(build: Callable[[FeatureStats], nn.Module], stats: FeatureStats, seed: int) -> nn.Module:
     """``build(stats)`` with torch's generator seeded first: the same seed gives the same initial weights."""
-    import torch
-
-    torch.manual_seed(seed)
+    seed_cpu(seed)
     return build(stats)
 
 
