@@ -508,6 +508,7 @@ def cmd_site_join(args: argparse.Namespace) -> int:
         port=args.port,
         insecure=args.insecure,
         lenient=args.lenient,
+        **({"clientapp": args.clientapp} if args.clientapp else {}),
     )
     return join(options, say=lambda line: print(line, flush=True))
 
@@ -734,6 +735,12 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--port", type=int, help="local port of the SuperNode's own API (default: a free port)")
     j.add_argument("--insecure", action="store_true", help="plain-text transport (trials on one machine only)")
     j.add_argument("--lenient", action="store_true", help="skip unusable files instead of failing the check")
+    j.add_argument(
+        "--clientapp",
+        choices=("warm", "per-message"),
+        help="warm (default): one worker imports the ClientApp once and forks a process per message; "
+        "per-message: Flower's own, a new flwr-clientapp process with all its imports for every message",
+    )
     j.set_defaults(fn=cmd_site_join)
 
     ce = sub.add_parser("certs", help="pilot certificates and site keys for a deployment")

@@ -10,7 +10,11 @@ Both commands drive Flower's own executables and print each command they run:
   ``flsuite`` it installed), and follows the run until it ends.
 * ``join`` runs the site's data and governance check, then ``flower-supernode``
   with the site's key, the pilot CA and the site's data folder and policy in its
-  node config.
+  node config. By default (``clientapp="warm"``) the SuperNode runs with
+  ``--isolation process`` beside one ClientApp worker (:func:`clientapp_worker`)
+  that imports the ClientApp once and forks a process per message; with
+  ``clientapp="per-message"`` Flower's own SuperExec starts a fresh
+  ``flwr-clientapp`` process, with all its imports, for every message.
 
 The deployed ServerApp (:func:`serverapp_main`) checkpoints every round, writes
 ``results.json`` and the audit trail into the output folder, and reports its
@@ -19,6 +23,7 @@ progress and its end in ``run-status.json`` there, which ``serve`` reads.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shlex
@@ -29,7 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,11 @@ CONNECTION = "flsuite"  # the SuperLink connection's name in the private FLWR_HO
 QUIET = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1"}
 
 Say = Callable[[str], None]
+
+#: How ``flsuite site join`` runs the site's ClientApp (see :class:`JoinOptions`); the environment
+#: variable ``FLSUITE_CLIENTAPP`` chooses it where the command line does not.
+CLIENTAPP_MODES = ("warm", "per-message")
+CLIENTAPP_ENV = "FLSUITE_CLIENTAPP"
 
 #: Exit status of ``flsuite site join`` when the SuperLink refuses the site's key (Flower's exit code 305,
 #: which Flower only logs: its process exits with 1, and exit statuses stop at 255).
@@ -513,9 +523,21 @@ def _read_lines(path: Path) -> list[str]:
 # --------------------------------------------------------------------------------------
 
 
+def _default_clientapp() -> str:
+    return os.environ.get(CLIENTAPP_ENV, "").strip() or CLIENTAPP_MODES[0]
+
+
 @dataclass
 class JoinOptions:
-    """What ``flsuite site join`` needs."""
+    """What ``flsuite site join`` needs.
+
+    ``clientapp`` is how the SuperNode runs the ClientApp: ``warm`` (default; the
+    ``FLSUITE_CLIENTAPP`` environment variable overrides it) starts one
+    :func:`clientapp_worker` beside a ``--isolation process`` SuperNode, which pays
+    the ClientApp's imports once and forks a process per message; ``per-message`` is
+    Flower's default, a fresh ``flwr-clientapp`` process (about 5 s of imports on a
+    small machine) for every message.
+    """
 
     superlink: str
     domain: str
@@ -526,6 +548,7 @@ class JoinOptions:
     port: int | None = None
     insecure: bool = False
     lenient: bool = False
+    clientapp: str = field(default_factory=_default_clientapp)
 
 
 def supernode_command(opts: JoinOptions, port: int) -> list[str]:
@@ -548,7 +571,23 @@ def supernode_command(opts: JoinOptions, port: int) -> list[str]:
         cmd += ["--root-certificates", str(opts.ca.resolve())]
     if opts.key is not None:
         cmd += ["--auth-supernode-private-key", str(opts.key.resolve())]
+    if opts.clientapp == "warm":  # the ClientApp worker, not a SuperExec of the SuperNode's, takes the messages
+        cmd += ["--isolation", "process"]
     return [*cmd, "--node-config", node_config, "--port", str(port)]
+
+
+def clientapp_worker_command(port: int, parent_pid: int) -> list[str]:
+    """The command of a SuperNode's ClientApp worker (:func:`clientapp_worker`) on its Runtime API ``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "flcore.deploy",
+        "clientapp-worker",
+        "--runtime-api-address",
+        f"127.0.0.1:{port}",
+        "--parent-pid",  # so that process_tree() finds the worker and its forks with the SuperNode
+        str(parent_pid),
+    ]
 
 
 def check_join(opts: JoinOptions, say: Say = print) -> None:
@@ -557,6 +596,11 @@ def check_join(opts: JoinOptions, say: Say = print) -> None:
     from flcore.governance import load_policy
     from flcore.sitecheck import check_sites
 
+    if opts.clientapp not in CLIENTAPP_MODES:
+        raise ConfigError(
+            f"Unknown ClientApp mode {opts.clientapp!r} (from {CLIENTAPP_ENV} or the command line); "
+            f"choose {' or '.join(CLIENTAPP_MODES)}."
+        )
     host, _, port = opts.superlink.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"--superlink expects HOST:PORT (for example 127.0.0.1:9092), got {opts.superlink!r}.")
@@ -594,6 +638,16 @@ def join(opts: JoinOptions, say: Say = print) -> int:
         cmd, env=flower_env(), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
 
+    worker: subprocess.Popen[Any] | None = None
+
+    def start_worker() -> subprocess.Popen[Any]:
+        # Its output (the ClientApp's log) goes straight to this command's own output.
+        return subprocess.Popen(clientapp_worker_command(port, proc.pid), env=flower_env(), start_new_session=True)
+
+    if opts.clientapp == "warm":
+        worker = start_worker()
+        say(f"ClientApp worker started (pid {worker.pid}): one process per message, forked after the imports")
+
     def forward(signum: int, frame: Any) -> None:
         proc.send_signal(signum)
 
@@ -613,11 +667,17 @@ def join(opts: JoinOptions, say: Say = print) -> int:
     try:
         while True:
             try:
-                code = proc.wait()
+                code = proc.wait(timeout=None if worker is None else 1.0)
                 break
+            except subprocess.TimeoutExpired:
+                assert worker is not None
+                if worker.poll() is not None and proc.poll() is None:  # the SuperNode outlived its worker
+                    say(f"the ClientApp worker stopped (exit code {worker.returncode}); starting it again")
+                    worker = start_worker()
             except OSError:  # a signal landed while waiting; it was forwarded, keep waiting
                 continue
     finally:
+        stop_tree(worker, grace_s=5)  # the ClientApp worker and the ClientApp it may be running
         stop_tree(proc, grace_s=5)  # and its SuperExec, which holds the log pipe open
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -635,15 +695,160 @@ def join(opts: JoinOptions, say: Say = print) -> int:
     return int(code)
 
 
+# --------------------------------------------------------------------------------------
+# The warm ClientApp worker of a site's SuperNode
+# --------------------------------------------------------------------------------------
+
+#: Modules the worker imports before its first message: the ClientApp (``[tool.flwr.app.components]``
+#: of :func:`write_app_project`) and ``torch._dynamo``, which torch imports on the first optimiser it
+#: builds (about 2 s, in every training message of a per-message ClientApp). Every registered
+#: scenario's domain is loaded as well, as ``flcore.scenario.get`` does on each message.
+WORKER_PRELOAD = ("flcore.app", "torch._dynamo")
+
+
+def clientapp_worker(
+    runtime_api_address: str,
+    parent_pid: int | None = None,
+    poll_s: float = 0.2,
+    preload: Sequence[str] = WORKER_PRELOAD,
+) -> int:
+    """Serve a ``--isolation process`` SuperNode's ClientApp messages from one pre-imported process.
+
+    Flower 1.41's ``flwr-clientapp`` answers exactly one message (it needs the
+    one-off token the SuperNode's Runtime API hands out for it, and ends with
+    ``flwr_exit``), so the SuperExec of a default (``--isolation subprocess``)
+    SuperNode starts a new one, which imports Flower, torch, scikit-learn and the
+    suite again, for every message. This worker takes the SuperExec's place: it
+    imports all that once, asks the Runtime API for tasks (``AcquireTask``, as
+    ``flower-superexec`` does) every ``poll_s`` seconds, and runs each ClientApp
+    task with Flower's own ``run_clientapp`` in a process forked for it, so every
+    message still gets a fresh process, as before, only without the imports.
+    Returns when the SuperNode (``parent_pid``) is gone or on SIGTERM/SIGINT.
+    """
+    import psutil
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest  # type: ignore[attr-defined]
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+    from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supernode.runtime.run_clientapp import run_clientapp
+
+    from flcore import scenario
+
+    for module in preload:
+        importlib.import_module(module)
+    scenario.available()
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    client = RuntimeHttpClient.from_server_address(
+        server_address=runtime_api_address,
+        insecure=True,  # the SuperNode's Runtime API listens on 127.0.0.1 without TLS, as for its own SuperExec
+        root_certificates=None,
+        interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
+        retry_invoker=None,  # a failed request is retried by the loop below, which also watches the SuperNode
+    )
+    request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+    running: set[int] = set()
+    try:
+        while not stop.is_set() and (parent_pid is None or psutil.pid_exists(parent_pid)):
+            _reap(running)
+            try:
+                reply = client.AcquireTask(request)
+            except Exception:  # the SuperNode is starting or stopping: try again shortly
+                stop.wait(1.0)
+                continue
+            if not (reply.HasField("task") and reply.token):
+                stop.wait(poll_s)
+                continue
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:  # the task's own process: Flower's ClientApp runner, then exit without our cleanup
+                code = 1
+                try:
+                    for sig, handler in previous.items():
+                        signal.signal(sig, handler)
+                    run_clientapp(
+                        runtime_api_address=runtime_api_address,
+                        token=reply.token,
+                        insecure=True,
+                        parent_pid=os.getppid(),
+                    )
+                    code = 0
+                except SystemExit as done:  # run_clientapp ends with flwr_exit, i.e. sys.exit
+                    code = done.code if isinstance(done.code, int) else 0 if done.code is None else 1
+                except BaseException:
+                    import traceback
+
+                    traceback.print_exc()
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)
+            running.add(pid)
+    finally:
+        client.close()
+        for pid in running:  # the SuperNode is gone or we were stopped: so are the tasks
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while running and time.monotonic() < deadline:
+            _reap(running)
+            time.sleep(0.1)
+        for pid in running:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _reap(running)
+    return 0
+
+
+def _reap(running: set[int]) -> None:
+    """Collect the finished task processes among ``running``."""
+    for pid in list(running):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            running.discard(pid)
+
+
+def _main(argv: Sequence[str]) -> int:
+    """``python -m flcore.deploy clientapp-worker --runtime-api-address HOST:PORT [--parent-pid PID]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m flcore.deploy", description="A SuperNode's ClientApp worker.")
+    parser.add_argument("command", choices=["clientapp-worker"])
+    parser.add_argument("--runtime-api-address", required=True, help="the SuperNode's Runtime API (HOST:PORT)")
+    parser.add_argument("--parent-pid", type=int, help="the SuperNode's pid: stop when it is gone")
+    parser.add_argument("--poll", type=float, default=0.2, help="seconds between requests for a task (default 0.2)")
+    args = parser.parse_args(list(argv))
+    os.environ.update(QUIET)
+    return clientapp_worker(args.runtime_api_address, args.parent_pid, poll_s=args.poll)
+
+
 __all__ = [
+    "CLIENTAPP_MODES",
     "DeploymentError",
     "FlsuiteError",
     "JoinOptions",
     "ServeOptions",
     "check_join",
+    "clientapp_worker",
     "join",
     "serve",
     "serverapp_main",
     "supernode_command",
     "write_app_project",
 ]
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
