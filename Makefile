@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/flsuite run finance-five-banks --out runs/finance-five-banks
 
 lint: $(STAMP)
-	$(BIN)/ruff check flcore domains scenarios tests
+	$(BIN)/ruff check flcore domains scenarios tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
