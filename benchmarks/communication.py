@@ -11,7 +11,7 @@ primary metric on every site's held-out test split pooled (the same scoring as
 monitor on the server side.
 
 Run: ``.venv/bin/python benchmarks/communication.py [--scenarios iot-vibration-fleet,medical-clinical]
-[--set key=value ...] [--json out.json]`` (about 5 minutes on 2 cores).
+[--set key=value ...] [--json out.json]`` (about 8 minutes on 2 cores).
 """
 
 from __future__ import annotations
