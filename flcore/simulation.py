@@ -71,32 +71,20 @@ def run_federated_simulation(
     quiet_environment()
     from flwr.simulation import run_simulation
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, split in enumerate(splits):
-        path = workdir / f"site-{i:04d}.npz"
-        save_split(split, path)
-        paths.append(str(path))
-
-    plan = FederationPlan(
+    paths, governance, plan = prepare_federation(
         scenario,
         cfg,
         params,
-        num_sites=len(splits),
+        splits,
+        workdir,
+        governance,
         on_round=on_round,
+        run_id=run_id,
         audit=audit,
         checkpoint=checkpoint,
         resume=resume,
+        meta=meta,
     )
-    plan.meta = dict(meta or {})
-    if run_id:
-        plan.run_id = run_id
-    if governance is None:
-        from flcore import scenario as registry
-        from flcore.siteguard import split_facts
-
-        policy = registry.get(scenario).policy
-        governance = [SiteGovernance(s.name, policy, None, split_facts(s)) for s in splits]
     outcome = FederationOutcome()
     cpus = max(1, os.cpu_count() or 1)
     backend_config = {
@@ -118,3 +106,45 @@ def run_federated_simulation(
     if outcome.monitor is None:
         raise RuntimeError("the federated simulation ended without a result; see the log above")
     return outcome
+
+
+def save_splits(splits: list[SiteSplit], workdir: Path) -> list[str]:
+    """Write each prepared split as ``workdir/site-<i>.npz`` (virtual node ``i`` reads it); their paths."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, split in enumerate(splits):
+        path = workdir / f"site-{i:04d}.npz"
+        save_split(split, path)
+        paths.append(str(path))
+    return paths
+
+
+def prepare_federation(
+    scenario: str,
+    cfg: Any,
+    params: Any,
+    splits: list[SiteSplit],
+    workdir: Path,
+    governance: list[SiteGovernance] | None = None,
+    *,
+    run_id: str | None = None,
+    meta: dict[str, Any] | None = None,
+    **plan_fields: Any,
+) -> tuple[list[str], list[SiteGovernance], FederationPlan]:
+    """What a federation of these splits needs, whatever grid runs it.
+
+    The splits' files (:func:`save_splits`), each site's governance (default: the
+    scenario's policy, no ledger) and the plan for the ServerApp (``plan_fields``
+    are :class:`~flcore.app.FederationPlan` fields).
+    """
+    paths = save_splits(splits, workdir)
+    if governance is None:
+        from flcore import scenario as registry
+        from flcore.siteguard import split_facts
+
+        policy = registry.get(scenario).policy
+        governance = [SiteGovernance(s.name, policy, None, split_facts(s)) for s in splits]
+    plan = FederationPlan(scenario, cfg, params, num_sites=len(splits), meta=dict(meta or {}), **plan_fields)
+    if run_id:
+        plan.run_id = run_id
+    return paths, governance, plan

@@ -80,14 +80,10 @@ class LocalGrid(Grid):
 
 
 def save_splits(splits: list[Any], root: Path) -> list[str]:
-    """Write prepared site splits as ``site-<i>.npz`` under ``root``; their paths, in order."""
-    from flcore.app import save_split
+    """Write prepared site splits under ``root`` as the simulation does; their paths, in order."""
+    from flcore.simulation import save_splits as write
 
-    paths = []
-    for i, split in enumerate(splits):
-        save_split(split, root / f"site-{i}.npz")
-        paths.append(str(root / f"site-{i}.npz"))
-    return paths
+    return write(splits, root)
 
 
 def federation_grid(paths: list[str], governance: list[Any], *, simulate_attack: bool = False) -> LocalGrid:
@@ -122,26 +118,23 @@ def in_process_simulation(
     Takes the same arguments, so the round callback, audit trail and checkpoint
     behave as under the simulation engine.
     """
-    from flcore import scenario as registry
-    from flcore.app import FederationPlan, run_federation
-    from flcore.siteguard import SiteGovernance, split_facts
+    from flcore.app import run_federation
+    from flcore.simulation import prepare_federation
 
-    policy = registry.get(scenario).policy
-    governance = governance or [SiteGovernance(s.name, policy, None, split_facts(s)) for s in splits]
-    workdir.mkdir(parents=True, exist_ok=True)
-    grid = federation_grid(save_splits(splits, workdir), governance, simulate_attack=cfg.attack != "none")
-    plan = FederationPlan(
+    paths, governance, plan = prepare_federation(
         scenario,
         cfg,
         params,
-        num_sites=len(splits),
+        splits,
+        workdir,
+        governance,
+        run_id=run_id,
+        meta=meta,
         connect_timeout_s=5,
         on_round=on_round,
         audit=audit,
         checkpoint=checkpoint,
         resume=resume,
-        meta=dict(meta or {}),
     )
-    if run_id:
-        plan.run_id = run_id
+    grid = federation_grid(paths, governance, simulate_attack=cfg.attack != "none")
     return run_federation(grid, plan)
