@@ -82,6 +82,22 @@ def to_array(values: np.ndarray) -> Array:
     return Array(dtype=str(values.dtype), shape=tuple(values.shape), stype="numpy.ndarray", data=data)
 
 
+def size_weights(sizes: list[float], beta: float) -> np.ndarray:
+    """Normalised weights n_k^(1+beta) / sum_j n_j^(1+beta).
+
+    ``beta = 0`` is sample-weighted FedAvg (McMahan et al. 2017); ``beta = -1`` weighs
+    every site equally; ``beta < 0`` favours small sites, ``beta > 0`` large ones.
+    """
+    n = np.asarray(sizes, dtype=np.float64)
+    if n.size == 0:
+        raise ValueError("no site sizes given")
+    if np.any(n <= 0) or not np.all(np.isfinite(n)):
+        raise ValueError(f"site sizes must be positive and finite, got {sizes}")
+    # Scale first so n^(1+beta) cannot overflow for large n and beta.
+    w = np.power(n / n.max(), 1.0 + beta)
+    return w / w.sum()
+
+
 def _accumulator_dtype(dtype: np.dtype) -> np.dtype:
     """Floating arrays are summed in their own precision (at least float32), like Flower's FedAvg; others in float64."""
     if np.issubdtype(dtype, np.floating):
@@ -162,10 +178,7 @@ class FedAvg(FlowerFedAvg):
 
     def site_weights(self, sizes: list[float]) -> np.ndarray:
         """Normalised weights of the replies, from their ``weighted_by_key`` values."""
-        n = np.asarray(sizes, dtype=np.float64)
-        if n.size == 0 or np.any(n <= 0) or not np.all(np.isfinite(n)):
-            raise ValueError(f"site sizes must be positive and finite, got {sizes}")
-        return n / n.sum()
+        return size_weights(sizes, 0.0)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -8,25 +8,9 @@ from typing import Any
 import numpy as np
 from flwr.supercore import log
 
-from flcore.strategies.averaging import FedAvg, weighted_average
+from flcore.strategies.averaging import FedAvg, size_weights, weighted_average
 
 __all__ = ["FedAvgSizeWeighted", "size_weights", "weighted_average"]
-
-
-def size_weights(sizes: list[float], beta: float) -> np.ndarray:
-    """Normalised weights n_k^(1+beta) / sum_j n_j^(1+beta).
-
-    ``beta = 0`` is sample-weighted FedAvg (McMahan et al. 2017); ``beta = -1`` weighs
-    every site equally; ``beta < 0`` favours small sites, ``beta > 0`` large ones.
-    """
-    n = np.asarray(sizes, dtype=np.float64)
-    if n.size == 0:
-        raise ValueError("no site sizes given")
-    if np.any(n <= 0) or not np.all(np.isfinite(n)):
-        raise ValueError(f"site sizes must be positive and finite, got {sizes}")
-    # Scale first so n^(1+beta) cannot overflow for large n and beta.
-    w = np.power(n / n.max(), 1.0 + beta)
-    return w / w.sum()
 
 
 class FedAvgSizeWeighted(FedAvg):
