@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import json
 import math
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,23 @@ from flcore.exceptions import FlsuiteUserError
 
 #: File a site keeps next to its data (in its folder) to state its own policy.
 SITE_POLICY_FILE = "policy.toml"
+
+#: The options of DICOM PS3.15's Basic Application Level Confidentiality Profile (Table E.1-1's
+#: columns; codes 113101-113112 of CID 7050) a policy's ``deid_options`` may name.
+DEID_OPTIONS = (
+    "clean-pixel-data",
+    "clean-recognizable-visual-features",
+    "clean-graphics",
+    "clean-structured-content",
+    "clean-descriptors",
+    "retain-longitudinal-full-dates",
+    "retain-longitudinal-modified-dates",
+    "retain-patient-characteristics",
+    "retain-device-identity",
+    "retain-uids",
+    "retain-safe-private",
+    "retain-institution-identity",
+)
 
 
 class GovernanceError(FlsuiteUserError):
@@ -65,6 +83,25 @@ class GovernancePolicy:
         Refuse runs in which the coordinator would see individual updates.
     require_deidentified : bool
         Refuse a site whose files carry direct identifiers (see :class:`Finding`).
+    deid_options : tuple of str
+        DICOM PS3.15 confidentiality profile options the site's de-identification
+        applied, which the check then honours (:data:`DEID_OPTIONS`): e.g.
+        ``retain-longitudinal-full-dates`` lets dates stay, ``clean-descriptors``
+        lets cleaned free-text descriptions stay (they are still scanned). Options a
+        file declares in its De-identification Method Code Sequence count as well.
+    pseudonym_patterns : tuple of str
+        Regular expressions (matched against the whole value) of the pseudonyms the
+        site's de-identification writes in place of names and record numbers, e.g.
+        ``SUBJ-[0-9]{4}``; a value matching one is accepted where the profile
+        replaces an identifier.
+    safe_private_creators : tuple of str
+        Private creators (the LO value of a private block's reservation) whose
+        private elements hold no identifier (PS3.15's Retain Safe Private option);
+        every other private element is a finding.
+    drop_columns : tuple of str
+        Columns of the site's tables that are never read: identifiers the export
+        keeps for the site's own records (``mrn``, ``patient_name``). Any other
+        column that looks like a direct identifier is refused.
     allowed_domains, allowed_tasks : tuple of str
         Domains and tasks (scenario names or task kinds such as
         ``binary-classification``) the site takes part in; empty allows any.
@@ -91,6 +128,10 @@ class GovernancePolicy:
     require_dp: bool = False
     require_secure_aggregation: bool = False
     require_deidentified: bool = False
+    deid_options: tuple[str, ...] = ()
+    pseudonym_patterns: tuple[str, ...] = ()
+    safe_private_creators: tuple[str, ...] = ()
+    drop_columns: tuple[str, ...] = ()
     allowed_domains: tuple[str, ...] = ()
     allowed_tasks: tuple[str, ...] = ()
     require_approved_plan: bool = False
@@ -105,10 +146,13 @@ class GovernancePolicy:
     @classmethod
     def from_json(cls, values: Mapping[str, Any]) -> GovernancePolicy:
         data = dict(values)
-        for key in ("allowed_domains", "allowed_tasks", "approved_plans"):
-            data[key] = tuple(data.get(key, ()))
+        for f in dataclasses.fields(cls):
+            if f.name in data and isinstance(getattr(_DEFAULTS, f.name), tuple):
+                data[f.name] = tuple(data[f.name])
         return cls(**data)
 
+
+_DEFAULTS = GovernancePolicy()
 
 #: Keys a policy file may set (everything but ``source``).
 POLICY_KEYS = tuple(f.name for f in dataclasses.fields(GovernancePolicy) if f.name != "source")
@@ -172,6 +216,22 @@ def _policy_value(path: Path, key: str, value: Any) -> Any:
             ok, expected = ok and out < 1, "a number in (0, 1)"
     if not ok:
         raise GovernanceError(f"Policy file {path}: '{key}' must be {expected}. Got {value!r} instead.")
+    if key == "deid_options":
+        unknown = [v for v in out if v not in DEID_OPTIONS]
+        if unknown:
+            raise GovernanceError(
+                f"Policy file {path}: deid_options names {unknown[0]!r}, which is not a PS3.15 option. "
+                f"Valid options: {', '.join(DEID_OPTIONS)}."
+            )
+    if key == "pseudonym_patterns":
+        for pattern in out:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise GovernanceError(
+                    f"Policy file {path}: pseudonym pattern {pattern!r} is not a valid regular expression ({err}). "
+                    "Write it as a Python regular expression matching a whole pseudonym, e.g. 'SUBJ-[0-9]{4}'."
+                ) from None
     return out
 
 
@@ -562,3 +622,8 @@ def policy_toml(policy: GovernancePolicy, title: str = "") -> str:
         else:
             lines.append(f"{key} = {value!r}")
     return "\n".join(lines) + "\n"
+
+
+def site_drop_columns(site_dir: Path) -> tuple[str, ...]:
+    """The columns a site's own ``policy.toml`` declares never to read (its ``drop_columns``)."""
+    return site_policy(Path(site_dir), GovernancePolicy()).drop_columns
