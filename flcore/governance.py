@@ -258,18 +258,38 @@ class Finding:
     path : str
         The file holding it.
     tag : str
-        Where in the file, e.g. ``(0010,0010) PatientName``.
+        Where in the file, e.g. ``ReferencedPatientSequence[0] > PatientID (0010,0020)``.
     reason : str
-        What was found, e.g. ``present (12 characters)``; never the value itself,
-        so that reports and logs do not spread the identifier.
+        What was found, e.g. ``holds a value (12 characters)``; never the value
+        itself, so that reports and logs do not spread the identifier.
+    creator : str
+        The private creator of a private element ('' otherwise).
+    allowed_by : tuple of str
+        The de-identification options (:data:`DEID_OPTIONS`) under which the
+        element may stay; a policy declaring one of them excuses the finding.
     """
 
     path: str
     tag: str
     reason: str
+    creator: str = ""
+    allowed_by: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed_by", tuple(self.allowed_by))  # a list when read back from JSON
 
     def __str__(self) -> str:
         return f"{self.path}: {self.tag} {self.reason}"
+
+
+def open_findings(findings: Sequence[Finding], policy: GovernancePolicy) -> list[Finding]:
+    """The findings ``policy`` does not excuse.
+
+    Its ``deid_options`` keep some elements, its ``safe_private_creators`` some private blocks.
+    """
+    options = set(policy.deid_options)
+    creators = {c.strip() for c in policy.safe_private_creators}
+    return [f for f in findings if not (options & set(f.allowed_by)) and not (f.creator and f.creator in creators)]
 
 
 def check_min_cohort(sites: list[SiteData], policy: GovernancePolicy, site_noun: str = "site") -> None:
@@ -475,6 +495,7 @@ def check_site(
             "its data record no consent per record; the policy requires consent.",
             "Add a consent column (yes/no) from the consent register; records without consent are never loaded.",
         )
+    findings = open_findings(findings, policy)
     if policy.require_deidentified and findings:
         files = len({f.path for f in findings})
         shown = "; ".join(str(f) for f in findings[:5])

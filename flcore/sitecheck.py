@@ -21,6 +21,7 @@ from flcore.governance import (
     check_min_cohort,
     ledger_path,
     load_policy,
+    open_findings,
     site_policy,
 )
 from flcore.ledger import PrivacyLedger
@@ -123,9 +124,16 @@ def check_sites(domain: str, data: Path, strict: bool = True, policy_file: Path 
     reports = []
     for folder, (adapter, policy, noun) in _site_dirs(Path(data), _adapters(domain)):
         report = SiteReport(folder.name, str(folder))
+        try:
+            # the site's policy over the domain's defaults
+            own = load_policy(policy_file, policy) if policy_file is not None else site_policy(folder, policy)
+        except GovernanceError as err:
+            report.errors.append(str(err))
+            reports.append(report)
+            continue
         scan = getattr(adapter, "scan_identifiers", None)
         if scan is not None:
-            report.findings = list(scan(folder))
+            report.findings = open_findings(scan(folder, own), own)
         try:
             site = adapter.read(folder, strict=strict)
         except FlsuiteUserError as err:
@@ -135,10 +143,9 @@ def check_sites(domain: str, data: Path, strict: bool = True, policy_file: Path 
             report.skipped = {str(k): int(v) for k, v in dict(site.info.get("skipped", {})).items()}  # type: ignore[call-overload]
             report.problems = [str(p) for p in site.info.get("skipped_examples", [])]  # type: ignore[attr-defined]
             if scan is None:
-                report.findings = list(site.info.get("identifier_findings", []))  # type: ignore[call-overload]
+                found = list(site.info.get("identifier_findings", []))  # type: ignore[call-overload]
+                report.findings = open_findings(found, own)
             try:
-                # the site's policy over the domain's defaults
-                own = load_policy(policy_file, policy) if policy_file is not None else site_policy(folder, policy)
                 check_min_cohort([site], own, noun)
                 if own.require_consent and site.info.get("consent_recorded") is False:
                     report.errors.append(

@@ -13,7 +13,8 @@ from conftest import make_dicom, write_manifest
 from pydicom.pixels import get_decoder
 from pydicom.uid import JPEGExtended12Bit, JPEGLSNearLossless
 
-from domains.medical.dicom import DicomAdapter, to_image
+from domains.medical.dicom import DicomAdapter
+from domains.medical.pixels import to_image
 from flcore.exceptions import DataValidationError
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -79,7 +80,9 @@ def test_multi_frame_takes_the_middle_frame(tmp_path: Path) -> None:
 
 
 def test_non_square_images_are_padded_then_resized(tmp_path: Path) -> None:
-    ds = pydicom.dcmread(make_dicom(tmp_path / "wide.dcm", stored(np.full((20, 40), 240.0))))
+    hu = np.full((20, 40), 240.0)
+    hu[-1, -1] = 200.0  # not a constant image, which is refused
+    ds = pydicom.dcmread(make_dicom(tmp_path / "wide.dcm", stored(hu)))
     img = to_image(ds, size=64)
     assert img.shape == (64, 64)
     assert img[32, 32] == pytest.approx(1.0) and img[0, 32] == pytest.approx(0.0)  # padding above the image
@@ -106,7 +109,7 @@ def test_bundled_mr_decodes_identically_little_big_endian_and_rle() -> None:
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 def test_bundled_real_files_read_through_the_adapter(tmp_path: Path) -> None:
     names = ["CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm"]
-    names.append("rtdose.dcm")  # multi-frame
+    names.append("SC_rgb_rle_2frame.dcm")  # multi-frame, colour
     site = site_with(tmp_path, {f"series/{n}": TEST_FILES / n for n in names})
     data = DicomAdapter(image_size=32).read(site)
     assert data.x.shape == (len(names), 1, 32, 32) and data.x.dtype == np.float32
@@ -246,7 +249,7 @@ def test_second_read_comes_from_the_cache_and_changes_invalidate_it(tmp_path: Pa
     assert "cached" not in first.info and second.info["cached"] is True
     np.testing.assert_array_equal(first.x, second.x)
     # Rewrite one file with other pixels: its new modification time must force a new decode.
-    make_dicom(site / "a.dcm", stored(np.full((32, 32), 240.0)))
+    make_dicom(site / "a.dcm", stored(gradient() + 80.0))
     st = (site / "a.dcm").stat()
     os.utime(site / "a.dcm", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     third = adapter.read(site)

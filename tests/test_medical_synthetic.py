@@ -58,7 +58,7 @@ def test_no_identifiers_by_default_and_some_on_request(hospitals: Path, tmp_path
     assert main(["site", "check", "--domain", "medical", "--data", str(hospitals)]) == 0
     write_hospitals(tmp_path, seed=1, scale=0.05, with_identifiers=True)
     findings = DicomAdapter().scan_identifiers(tmp_path / "hospital-a")
-    assert findings and {f.tag for f in findings} >= {"(0010,0010) PatientName", "(0010,0020) PatientID"}
+    assert findings and {f.tag for f in findings} >= {"PatientName (0010,0010)", "PatientID (0010,0020)"}
     assert main(["site", "check", "--domain", "medical", "--data", str(tmp_path)]) == 2
 
 

@@ -1,109 +1,420 @@
-"""De-identification check of DICOM headers, after the PS3.15 basic confidentiality profile.
+"""De-identification check of DICOM headers against DICOM PS3.15 Table E.1-1 and its options.
 
-A header element counts as a direct identifier when its keyword is one the basic
-application-level confidentiality profile (DICOM PS3.15 Annex E, Table E.1-1)
-removes or replaces because it names, locates or contacts the patient or a person
-or place caring for them, and it holds a value that is not an obvious placeholder.
-``BurnedInAnnotation = YES`` is reported too: identifiers may be in the pixels.
+Which attributes the Basic Application Level Confidentiality Profile removes (X),
+empties (Z), replaces with a dummy (D) or replaces as a UID (U) comes from the
+tables of ``dicom-anonymizer`` (Kitware, BSD licence). We chose it over ``deid``
+(a site recipe, not the standard's table) and ``dicognito`` (a pseudonymiser with
+its own rules): it is the standard's own Table E.1-1 as data, regenerated at each
+DICOM edition (its newest module is used), with every action and the repeating
+overlay and curve groups, and importing it runs no anonymisation. The table's
+option columns (retain dates, device identity, ..., clean descriptors) are not in
+it: they come from ``ps315_options.json`` beside this file (see its ``about``),
+and attributes newer than that file follow the options' own definitions (every
+date and time, every UID).
 
-Findings name the file and the tag, never the value, so that a report or a log does
-not spread the identifier it warns about.
+For every element at any depth, the check applies the action the profile and the
+options in force give it (the site's declared ``deid_options`` and the options a
+file declares in its De-identification Method Code Sequence (0012,0064)):
+
+* X: the element must be absent or empty; Z: empty or a dummy value; D: a dummy
+  value or a pseudonym matching the policy's ``pseudonym_patterns``;
+* C (a clean option): the value may stay but is scanned for names, dates, record
+  numbers, addresses, e-mail and phone numbers;
+* K and U: not checked (a replaced UID cannot be told from an original one).
+
+In addition, whatever the table says: every element of VR PN holding a real
+value; every private element, unless its private creator is in the policy's
+``safe_private_creators`` (PS3.15's Retain Safe Private option); every other text
+element naming a person or contact by its form; and ``BurnedInAnnotation = YES``.
+
+A finding names the file and the element's full path (``ReferencedPatientSequence[0]
+> PatientID (0010,0020)``, private creator and element for private tags), never its
+value, so that a report or a log does not spread the identifier it warns about.
+Each element is reported once.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import json
+import pkgutil
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-from flcore.governance import Finding
+from flcore.governance import DEID_OPTIONS, Finding, GovernancePolicy
 
-#: Keywords of direct identifiers (PS3.15 Table E.1-1, actions D/Z/X/U on people,
-#: places and record numbers). Dates of study and acquisition are not direct
-#: identifiers and are left alone; so are UIDs (pseudonymous by design).
-IDENTIFIER_KEYWORDS: tuple[str, ...] = (
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "PatientBirthDate",
-    "PatientBirthTime",
-    "PatientBirthName",
-    "PatientAddress",
-    "PatientTelephoneNumbers",
-    "PatientMotherBirthName",
-    "OtherPatientIDs",
-    "OtherPatientIDsSequence",
-    "OtherPatientNames",
-    "PatientInsurancePlanCodeSequence",
-    "MedicalRecordLocator",
-    "MilitaryRank",
-    "BranchOfService",
-    "CountryOfResidence",
-    "RegionOfResidence",
-    "ResponsiblePerson",
-    "ResponsibleOrganization",
-    "PersonName",
-    "ReferringPhysicianName",
-    "ReferringPhysicianAddress",
-    "ReferringPhysicianTelephoneNumbers",
-    "PhysiciansOfRecord",
-    "PerformingPhysicianName",
-    "NameOfPhysiciansReadingStudy",
-    "RequestingPhysician",
-    "OperatorsName",
-    "InstitutionName",
-    "InstitutionAddress",
-    "InstitutionalDepartmentName",
-    "StationName",
-    "AccessionNumber",
-    "StudyID",
-    "DeviceSerialNumber",
-    "AdmissionID",
-    "PerformedProcedureStepID",
-    "ScheduledProcedureStepID",
-    "RequestedProcedureID",
-    "FillerOrderNumberImagingServiceRequest",
-    "PlacerOrderNumberImagingServiceRequest",
+#: CID 7050 codes (scheme DCM) of the profile and its options, as files declare them in (0012,0064).
+OPTION_CODES = {
+    "113100": "basic-profile",
+    "113101": "clean-pixel-data",
+    "113102": "clean-recognizable-visual-features",
+    "113103": "clean-graphics",
+    "113104": "clean-structured-content",
+    "113105": "clean-descriptors",
+    "113106": "retain-longitudinal-full-dates",
+    "113107": "retain-longitudinal-modified-dates",
+    "113108": "retain-patient-characteristics",
+    "113109": "retain-device-identity",
+    "113110": "retain-uids",
+    "113111": "retain-safe-private",
+    "113112": "retain-institution-identity",
+}
+
+_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC"})
+_DATE_VRS = frozenset({"DA", "DT", "TM"})
+_BIRTH = frozenset({0x00100030, 0x00100032})  # birth date and time: no longitudinal option keeps them
+_OVERLAY_OR_CURVE = 0xFF00
+
+#: Values de-identification tools write in place of an identifier (compared lower-case, without ^ = and spaces).
+PLACEHOLDERS = frozenset(
+    {
+        "", "0", "anonymized", "anonymised", "anonymous", "anon", "removed", "deidentified", "de-identified",
+        "none", "unknown", "n/a", "na", "redacted", "x", "xx", "xxx", "00000000", "00010101", "19000101",
+        "000000", "000000.00", "000000.000000", "00010101010101.000000+0000", "000y", "000d", "000m", "000w",
+        "http://anonymized.invalid",
+    }
+)  # fmt: skip
+
+# -- free text -------------------------------------------------------------------------------
+_MONTHS = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+#: What a text value may reveal by its form alone (checked everywhere text may stay).
+_CONTACT_PATTERNS = (
+    ("a person's name in DICOM form (family^given)", re.compile(r"[A-Za-z][A-Za-z'\-]*\^[A-Za-z]")),
+    (
+        "a person's name after a title",
+        re.compile(r"\b(?:mr|mrs|ms|miss|mx|dr|prof|herr|frau|mme|mlle|sr|sra)\.?\s+[A-Z][a-z]", re.IGNORECASE),
+    ),
+    (
+        "a labelled identifier (name, patient, MRN, date of birth, ...)",
+        re.compile(
+            r"\b(?:name|patient|pt|mrn|dob|d\.o\.b|born|birth\s*date|ssn|address|tel|phone|e-?mail)\b\s*[:#=]\s*\w",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "a person's name after a role",
+        re.compile(
+            r"\b(?:patient|pt|referred by|physician|doctor|nurse|operator|technologist|radiologist)\s+"
+            r"[A-Z][a-z]+\s+[A-Z][a-z]+"
+        ),
+    ),
+    ("an e-mail address", re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")),
+    (
+        "a phone number",  # international (+...), North American (555) 123-4567, national with a trunk 0
+        re.compile(r"\+\d[\d ()-]{7,}\d|\(?\b\d{3}\)?[ -]\d{3}[ -]\d{4}\b|\b0\d{2,4}[ -]\d{3,4}[ -]?\d{3,4}\b"),
+    ),
 )
-_IDENTIFIERS = frozenset(IDENTIFIER_KEYWORDS)
-
-#: Values that de-identification tools write in place of an identifier.
-_PLACEHOLDERS = frozenset(
-    {"", "^", "^^^^", "0", "anonymous", "anonymized", "anonymised", "anon", "removed", "deidentified", "none"}
+#: What a cleaned descriptor must not hold either (dates and record numbers are fine elsewhere, e.g. versions).
+_DESCRIPTOR_PATTERNS = (
+    *_CONTACT_PATTERNS,
+    (
+        "a date",
+        re.compile(
+            rf"\b(?:(?:19|20)\d\d[-/.]\d{{1,2}}[-/.]\d{{1,2}}|\d{{1,2}}[-/.]\d{{1,2}}[-/.](?:19|20)?\d\d"
+            rf"|(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])|\d{{1,2}}\s+{_MONTHS}\s+\d{{2,4}}"
+            rf"|{_MONTHS}\s+\d{{1,2}},?\s+\d{{4}})\b",
+            re.IGNORECASE,
+        ),
+    ),
+    ("a record number (6 or more digits)", re.compile(r"\b\d{6,}\b")),
 )
 
 
-def _tag_text(keyword: str) -> str:
-    tag = tag_for_keyword(keyword)
-    if tag is None:  # pragma: no cover - every keyword above is in the dictionary
-        return keyword
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}"
+def text_problem(text: str, descriptor: bool = True) -> str | None:
+    """What identifying content a free-text value seems to hold (None if nothing), without the value."""
+    for what, pattern in _DESCRIPTOR_PATTERNS if descriptor else _CONTACT_PATTERNS:
+        if pattern.search(text):
+            return what
+    return None
 
 
-def _is_placeholder(value: object) -> bool:
-    text = str(value).strip().strip("^").strip().lower()
-    return text in _PLACEHOLDERS
+# -- the table ----------------------------------------------------------------------------------
 
 
-def identifier_findings(ds: Dataset, path: Path | str) -> list[Finding]:
-    """Direct identifiers and burned-in annotation in one file's header, sequences included."""
-    findings = []
-    for elem in ds.iterall():
-        keyword = elem.keyword
-        if keyword not in _IDENTIFIERS:
+@functools.lru_cache(maxsize=1)
+def basic_profile() -> tuple[dict[int, str], tuple[tuple[int, int, int, int, str], ...]]:
+    """Action of the basic profile per tag (``X``, ``Z``, ``D``, ``U``, ``X/Z``, ...), and the masked rows.
+
+    Masked rows (overlay and curve groups ``60xx``/``50xx``) are ``(group, element,
+    group mask, element mask, action)``.
+    """
+    package = importlib.import_module("dicomanonymizer.dicom_anonymization_databases")
+    newest = max(m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("dicomfields_"))
+    table = importlib.import_module(f"{package.__name__}.{newest}")
+    actions, masked = {}, []
+    for attr in dir(table):
+        if not attr.endswith("_TAGS") or attr == "ALL_TAGS":
             continue
-        if elem.VR == "SQ":
-            if len(elem.value):
-                findings.append(Finding(str(path), _tag_text(keyword), f"is present ({len(elem.value)} item(s))"))
-            continue
-        values = list(elem.value) if elem.VM > 1 else [elem.value]
-        if any(v is not None and not _is_placeholder(v) for v in values):
-            length = sum(len(str(v)) for v in values)
-            findings.append(Finding(str(path), _tag_text(keyword), f"holds a value ({length} characters)"))
-    burned = str(ds.get("BurnedInAnnotation", "")).strip().upper()
-    if burned == "YES":
-        findings.append(
-            Finding(str(path), _tag_text("BurnedInAnnotation"), "is YES: identifiers may be burned into the pixels")
+        action = attr.removesuffix("_TAGS").replace("_STAR", "*").replace("_", "/")
+        for row in getattr(table, attr):
+            if len(row) == 2:
+                actions[(row[0] << 16) | row[1]] = action
+            else:
+                masked.append((row[0], row[1], row[2], row[3], action))
+    return actions, tuple(masked)
+
+
+@functools.lru_cache(maxsize=1)
+def option_columns() -> dict[str, dict[int, str]]:
+    """Per option, the action it sets per tag (``K``, ``C`` or ``X``), from ``ps315_options.json``."""
+    raw = json.loads((Path(__file__).with_name("ps315_options.json")).read_text(encoding="utf-8"))
+    columns = {name: {int(tag, 16): act for tag, act in col.items()} for name, col in raw["options"].items()}
+    # Attributes newer than that file: the longitudinal options keep every date and time (but the birth date),
+    # retain-uids every UID, as the options define them.
+    actions, _ = basic_profile()
+    for tag in actions:
+        vr = _vr(tag)
+        if vr in _DATE_VRS and tag not in _BIRTH:
+            columns["retain-longitudinal-full-dates"].setdefault(tag, "K")
+            columns["retain-longitudinal-modified-dates"].setdefault(tag, "C")
+        elif vr == "UI":
+            columns["retain-uids"].setdefault(tag, "K")
+    return columns
+
+
+def _vr(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return ""
+
+
+def profile_action(tag: int) -> str | None:
+    """The basic profile's action for ``tag`` (None when the profile keeps it)."""
+    actions, masked = basic_profile()
+    if tag in actions:
+        return actions[tag]
+    group, element = tag >> 16, tag & 0xFFFF
+    for g, e, gm, em, action in masked:
+        if (group & gm) == g and (element & em) == e:
+            return action
+    return None
+
+
+def _normalised(tag: int) -> int:
+    group = tag >> 16
+    if (group & _OVERLAY_OR_CURVE) in (0x5000, 0x6000):  # repeating groups: the table lists 5000 and 6000
+        return ((group & _OVERLAY_OR_CURVE) << 16) | (tag & 0xFFFF)
+    return tag
+
+
+# -- rules -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeidRules:
+    """What a site declared about its de-identification (from its policy)."""
+
+    options: frozenset[str] = frozenset()
+    pseudonyms: tuple[re.Pattern[str], ...] = ()
+    safe_private_creators: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, policy: GovernancePolicy) -> DeidRules:
+        return cls(
+            frozenset(policy.deid_options),
+            tuple(re.compile(p) for p in policy.pseudonym_patterns),
+            frozenset(c.strip() for c in policy.safe_private_creators),
         )
-    return findings
+
+
+def declared_options(ds: Dataset) -> frozenset[str]:
+    """The PS3.15 options a file says it applied (De-identification Method Code Sequence)."""
+    found = set()
+    for item in ds.get("DeidentificationMethodCodeSequence", None) or []:
+        code = str(item.get("CodeValue", "")).strip()
+        if code in OPTION_CODES and str(item.get("CodingSchemeDesignator", "DCM")).strip() in ("DCM", ""):
+            found.add(OPTION_CODES[code])
+    return frozenset(found & set(DEID_OPTIONS))
+
+
+def effective_action(tag: int, options: Iterable[str]) -> str | None:
+    """The action for ``tag`` once ``options`` apply: an option's K or C wins over the profile's action."""
+    columns = option_columns()
+    norm = _normalised(tag)
+    chosen = [columns[o][norm] for o in options if o in columns and norm in columns[o]]
+    if "K" in chosen:
+        return "K"
+    if "C" in chosen:
+        return "C"
+    return "X" if "X" in chosen else profile_action(tag)
+
+
+def options_keeping(tag: int) -> list[str]:
+    """The options under which ``tag`` may stay (for the fix in a finding)."""
+    norm = _normalised(tag)
+    return [o for o, col in option_columns().items() if col.get(norm) in ("K", "C")]
+
+
+# -- the check ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Walk:
+    path: str
+    rules: DeidRules
+    options: frozenset[str]
+    out: dict[str, Finding] = field(default_factory=dict)
+
+    def add(self, where: str, reason: str, tag: int | None = None, creator: str = "") -> None:
+        keep = tuple(o for o in options_keeping(tag) if o not in self.options) if tag is not None else ()
+        hint = f' (if your de-identification keeps it on purpose, declare deid_options = ["{keep[0]}"])' if keep else ""
+        self.out.setdefault(where, Finding(self.path, where, reason + hint, creator=creator, allowed_by=keep))
+
+
+def identifier_findings(ds: Dataset, path: Path | str, rules: DeidRules | None = None) -> list[Finding]:
+    """Every element of one file's header that the profile, as the site applies it, does not allow.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        The file's dataset (pixel data need not be read).
+    path : Path or str
+        The file, named in each finding.
+    rules : DeidRules, optional
+        The site's declared options, pseudonym patterns and safe private creators
+        (default: none, the basic profile as it stands).
+    """
+    rules = rules or DeidRules()
+    walk = _Walk(str(path), rules, rules.options | declared_options(ds))
+    _check_dataset(ds, "", walk)
+    if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
+        walk.add("BurnedInAnnotation (0028,0301)", "is YES: identifiers may be burned into the pixels")
+    return list(walk.out.values())
+
+
+def unreadable_finding(path: Path | str, err: BaseException) -> Finding:
+    """A file the identifier scan could not read: it may hold identifiers nobody checked."""
+    first = str(err).splitlines()[0][:200] if str(err) else ""
+    return Finding(
+        str(path),
+        "file",
+        f"could not be read as DICOM ({type(err).__name__}{': ' + first if first else ''}), so its header was not "
+        "checked for identifiers; remove it from the folder or replace it with a readable, de-identified copy",
+    )
+
+
+def _name(tag: int, keyword: str) -> str:
+    return f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X})" if keyword else f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _check_dataset(ds: Dataset, prefix: str, walk: _Walk) -> None:
+    for elem in _elements(ds, prefix, walk):
+        tag = int(elem.tag)
+        if elem.tag.element == 0 or elem.tag.group == 0x0002:  # group lengths; file meta
+            continue
+        if elem.tag.is_private:
+            _check_private(ds, elem, prefix, walk)
+            continue
+        where = prefix + _name(tag, elem.keyword or keyword_for_tag(tag))
+        action = effective_action(tag, walk.options)
+        if elem.VR == "SQ":
+            _check_sequence(elem, where, action, walk)
+        elif action not in ("K", "U") or elem.VR == "PN":
+            _check_value(elem, where, action, walk)
+
+
+def _elements(ds: Dataset, prefix: str, walk: _Walk) -> Iterable[DataElement]:
+    """The dataset's elements; one that cannot be decoded is a finding (it may hold anything)."""
+    for tag in list(ds.keys()):
+        try:
+            yield ds[tag]
+        except (ValueError, TypeError, KeyError, OverflowError, UnicodeError, NotImplementedError) as err:
+            t = int(tag)
+            walk.add(
+                prefix + _name(t, keyword_for_tag(t)),
+                f"could not be decoded ({type(err).__name__}), so it was not checked for identifiers",
+            )
+
+
+def _check_sequence(elem: DataElement, where: str, action: str | None, walk: _Walk) -> None:
+    items = list(elem.value or [])
+    before = len(walk.out)
+    for i, item in enumerate(items):
+        _check_dataset(item, f"{where.rsplit(' (', 1)[0]}[{i}] > ", walk)
+    if items and action is not None and action.startswith("X") and len(walk.out) == before and action != "X/Z/U*":
+        walk.add(where, f"holds {len(items)} item(s); the basic profile removes it (action {action})", int(elem.tag))
+
+
+def _values(elem: DataElement) -> list[Any]:
+    value = elem.value
+    if value is None:
+        return []
+    if isinstance(value, (bytes, bytearray)):
+        return [bytes(value)]
+    if elem.VM > 1 or isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def _is_placeholder(value: Any) -> bool:
+    if isinstance(value, (bytes, bytearray)):
+        text = bytes(value).strip(b"\x00 ").decode("latin-1").lower()
+    elif isinstance(value, (int, float)):
+        return value == 0
+    else:
+        text = str(value).replace("^", " ").replace("=", " ").strip().lower()
+    return " ".join(text.split()) in PLACEHOLDERS
+
+
+def _check_value(elem: DataElement, where: str, action: str | None, walk: _Walk) -> None:
+    tag = int(elem.tag)
+    values = [v for v in _values(elem) if not _is_placeholder(v)]
+    if not values:
+        return
+    length = sum(len(v) if isinstance(v, (bytes, str)) else len(str(v)) for v in values)
+    pseudonym = all(any(p.fullmatch(str(v).strip()) for p in walk.rules.pseudonyms) for v in values)
+    if action == "C" or (action in ("K", "U", None) and elem.VR != "PN"):
+        if elem.VR in _TEXT_VRS or elem.VR == "PN":
+            problem = next((p for v in values if (p := text_problem(str(v), descriptor=action == "C"))), None)
+            if problem:
+                walk.add(where, f"holds text that looks like {problem} ({length} characters)", tag)
+        return
+    if pseudonym:
+        return
+    if action is None or action in ("K", "U"):  # a person name the table does not list (or keeps)
+        walk.add(where, f"names a person ({length} characters); every person name must be removed or replaced")
+    elif action.startswith("X") and "D" not in action and "Z" not in action:
+        walk.add(where, f"holds a value ({length} characters); the basic profile removes it (action X)", tag)
+    elif "D" in action:
+        walk.add(
+            where,
+            f"holds a value that is neither a dummy nor a declared pseudonym ({length} characters); the basic "
+            f"profile replaces it (action {action})",
+            tag,
+        )
+    else:
+        walk.add(where, f"holds a value ({length} characters); the basic profile empties it (action {action})", tag)
+
+
+def _check_private(ds: Dataset, elem: DataElement, prefix: str, walk: _Walk) -> None:
+    tag = elem.tag
+    if tag.is_private_creator:
+        return  # the reservation names a vendor's block, not a person; its elements are checked
+    creator_elem = ds.get((tag.group << 16) | (tag.element >> 8))
+    creator = str(creator_elem.value).strip() if creator_elem is not None and creator_elem.value else ""
+    if creator and creator in walk.rules.safe_private_creators:
+        return
+    if elem.is_empty:
+        return
+    where = f"{prefix}({tag.group:04X},{tag.element:04X}) private, creator '{creator or 'none'}'"
+    if elem.VR == "SQ":
+        size = f"{len(elem.value)} item(s)"
+    elif isinstance(elem.value, (bytes, str)):
+        size = f"{len(elem.value)} {'bytes' if isinstance(elem.value, bytes) else 'characters'}"
+    else:
+        size = f"{elem.VM} value(s)"
+    walk.add(
+        where,
+        f"is a private element holding a value ({size}); "
+        "PS3.15 removes private elements unless the site's policy names their creator in safe_private_creators",
+        creator=creator,
+    )

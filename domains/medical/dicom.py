@@ -2,21 +2,17 @@
 
 Contract, per hospital folder:
 
-* DICOM files at any depth (any file name; ``.csv``, ``.txt``, ``.md`` and
-  ``.json`` files and hidden files are not DICOM candidates);
+* DICOM files at any depth (any file name; hidden files and text, table and
+  configuration files such as ``.csv``, ``.txt``, ``.json`` or ``.toml`` are not
+  DICOM candidates; any other file is, and one that cannot be read is reported);
 * ``labels.csv`` with a ``label`` column (1 = finding present, 0 = absent), one of
   ``file`` (path relative to the folder) or ``sop_instance_uid`` (or both, a row
   using whichever it fills), and optionally ``consent`` (yes/no). Rows without
   consent are dropped before their file is opened.
 
-Pixels are turned into what a radiologist would see, then resized for the model:
-modality LUT (RescaleSlope/Intercept or LUT sequence), windowing (the file's
-WindowCenter/WindowWidth, else a per-modality default), MONOCHROME1 inverted so
-that bright always means dense, one frame chosen from multi-frame files, colour
-converted to luminance, zero-padded to a square and resized with torch's
-antialiased bilinear interpolation. Transfer syntaxes pydicom decodes natively
-(little/big endian, deflated, RLE) just work; for JPEG family syntaxes the error
-names the package to install.
+Every header is checked for identifiers (:mod:`domains.medical.deid`, under the
+de-identification the site's ``policy.toml`` declares) and for what it holds: only
+images of the patient are read, decoded as :mod:`domains.medical.pixels` says.
 
 Decoded arrays are cached (``$FLSUITE_CACHE/dicom``, default
 ``~/.cache/flsuite/dicom``), keyed by every input file's size and modification
@@ -29,33 +25,33 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator, MutableSequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, get_decoder
 
-from domains.medical.deid import identifier_findings
+from domains.medical.deid import DeidRules, identifier_findings, unreadable_finding
+from domains.medical.pixels import MAX_IMAGE_BYTES, ConstantImageError, decoder_error, image_problem, to_image
 from flcore.data import Problem, SiteData
 from flcore.exceptions import DataValidationError
-from flcore.governance import Finding
+from flcore.governance import Finding, GovernancePolicy, site_policy
 from flcore.tables import parse_consent
 
 MANIFEST = "labels.csv"
-NOT_DICOM_SUFFIXES = frozenset({".csv", ".txt", ".md", ".json", ".tsv", ".xml", ".pdf", ".xlsx", ".npz"})
-CACHE_VERSION = 2  # bump when decoding changes, so old caches are not reused
+NOT_DICOM_SUFFIXES = frozenset(
+    {".csv", ".txt", ".md", ".json", ".tsv", ".xml", ".pdf", ".xlsx", ".npz", ".toml", ".yaml", ".yml", ".ini", ".log"}
+)
+CACHE_VERSION = 3  # bump when decoding changes, so old caches are not reused
 MAX_CACHE_ENTRIES = 32  # one entry per hospital folder and decoding setting
 
-#: Window (center, width) used when a file names none: CT soft tissue; other
-#: modalities use the image's 0.5-99.5 percentile range.
-DEFAULT_WINDOWS = {"CT": (40.0, 400.0)}
 
-_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+def rules_for(site_dir: Path, policy: GovernancePolicy | None = None) -> DeidRules:
+    """The de-identification a site declares: ``policy``, else its folder's ``policy.toml``."""
+    return DeidRules.of(policy if policy is not None else site_policy(Path(site_dir), GovernancePolicy()))
 
 
 def cache_root() -> Path:
@@ -71,99 +67,6 @@ def candidate_files(site_dir: Path) -> Iterator[Path]:
             p = Path(root) / name
             if not name.startswith(".") and p.suffix.lower() not in NOT_DICOM_SUFFIXES:
                 yield p
-
-
-# --------------------------------------------------------------------------------------
-# Pixels
-# --------------------------------------------------------------------------------------
-
-
-def _decoder_error(ds: Any, path: Path) -> DataValidationError | None:
-    """A clear error when the file's transfer syntax needs a decoder that is not installed."""
-    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if tsyntax is None or not tsyntax.is_compressed:
-        return None
-    try:
-        decoder = get_decoder(tsyntax)
-    except NotImplementedError:
-        return DataValidationError(
-            path,
-            f"its transfer syntax {tsyntax.name} ({tsyntax}) has no pixel decoder in pydicom.",
-            "Convert the file to Explicit VR Little Endian (e.g. `gdcmconv --raw` or dcmtk's `dcmdjpeg`).",
-            field="TransferSyntaxUID",
-        )
-    if decoder.is_available:
-        return None
-    options = "; ".join(decoder.missing_dependencies)
-    return DataValidationError(
-        path,
-        f"its pixel data is compressed with {tsyntax.name} ({tsyntax}) and no decoder for it is installed "
-        f"(pydicom can use: {options}).",
-        "Install one of them, e.g. `pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg` (JPEG, "
-        "JPEG-LS, JPEG 2000) or `pip install python-gdcm`, or convert the files to an uncompressed syntax.",
-        field="TransferSyntaxUID",
-    )
-
-
-def _first(value: Any) -> float:
-    # Window values may be multi-valued (several presets); the first is the default one.
-    return float(value[0]) if isinstance(value, MutableSequence | list | tuple) else float(value)
-
-
-def _window(ds: Any, values: np.ndarray) -> tuple[float, float]:
-    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-    if center not in (None, "") and width not in (None, ""):
-        c, w = _first(center), _first(width)
-        if w > 0:
-            return c, w
-    modality = str(ds.get("Modality", "")).upper()
-    if modality in DEFAULT_WINDOWS:
-        return DEFAULT_WINDOWS[modality]
-    lo, hi = np.percentile(values, [0.5, 99.5])
-    return float((lo + hi) / 2), float(max(hi - lo, 1e-6))
-
-
-def to_image(ds: Any, size: int, frames: str = "middle") -> np.ndarray:
-    """Display-ready ``(size, size)`` float32 image in [0, 1] from a dataset with pixel data.
-
-    Parameters
-    ----------
-    ds : pydicom.Dataset
-        A dataset read with its pixel data.
-    size : int
-        Side of the square output.
-    frames : {"middle", "mean", "max"}
-        How a multi-frame file becomes one image.
-    """
-    import torch
-
-    arr = ds.pixel_array
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if samples == 1:
-        values = apply_modality_lut(arr, ds).astype(np.float32)
-        c, w = _window(ds, values)
-        img = np.clip((values - (c - w / 2)) / w, 0.0, 1.0)
-        if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-            img = 1.0 - img  # MONOCHROME1 shows high values dark; make bright mean dense everywhere
-    else:  # colour: pydicom returns RGB; luminance, scaled by the stored bit depth
-        rgb = arr.astype(np.float32) / float(2 ** int(ds.get("BitsStored", 8)) - 1)
-        img = np.clip(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32), 0.0, 1.0)
-    if n_frames > 1:
-        if frames == "mean":
-            img = img.mean(axis=0)
-        elif frames == "max":
-            img = img.max(axis=0)
-        else:
-            img = img[n_frames // 2]
-    h, w_ = img.shape
-    side = max(h, w_)
-    square = np.zeros((side, side), dtype=np.float32)
-    top, left = (side - h) // 2, (side - w_) // 2
-    square[top : top + h, left : left + w_] = img
-    t = torch.from_numpy(square)[None, None]
-    out = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out[0, 0].clamp(0.0, 1.0).numpy().astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------
@@ -195,6 +98,8 @@ class DicomAdapter:
         Refuse a manifest without a ``consent`` column.
     use_cache : bool
         Cache decoded arrays between runs.
+    max_image_bytes : int
+        Largest decoded image a header may claim; larger ones are refused before decoding.
     """
 
     layout = (
@@ -203,7 +108,12 @@ class DicomAdapter:
     )
 
     def __init__(
-        self, image_size: int = 64, frames: str = "middle", require_consent: bool = False, use_cache: bool = True
+        self,
+        image_size: int = 64,
+        frames: str = "middle",
+        require_consent: bool = False,
+        use_cache: bool = True,
+        max_image_bytes: int = MAX_IMAGE_BYTES,
     ) -> None:
         if frames not in ("middle", "mean", "max"):
             raise ValueError(f"frames must be middle, mean or max, got {frames!r}")
@@ -211,6 +121,7 @@ class DicomAdapter:
         self.frames = frames
         self.require_consent = require_consent
         self.use_cache = use_cache
+        self.max_image_bytes = max_image_bytes
 
     def can_read(self, site_dir: Path) -> bool:
         """Whether the folder holds a ``labels.csv`` manifest."""
@@ -266,8 +177,7 @@ class DicomAdapter:
             raise DataValidationError(
                 path,
                 "the policy requires consent per record but the manifest has no 'consent' column.",
-                "Add a 'consent' column (yes/no) from your consent register; records without consent are never "
-                "loaded.",
+                "Add a 'consent' column (yes/no) from your consent register; records without consent are never loaded.",
                 field="consent",
             )
         if len(frame) == 0:
@@ -295,6 +205,7 @@ class DicomAdapter:
     def _scan(self, site_dir: Path) -> _Scan:
         """Resolve manifest rows to files, read their headers, collect problems and identifiers."""
         frame = self._manifest(site_dir)
+        rules = rules_for(site_dir)
         scan = _Scan()
         manifest = site_dir / MANIFEST
         scan.consent_recorded = "consent" in frame.columns
@@ -366,21 +277,14 @@ class DicomAdapter:
             path = site_dir / rel
             try:
                 ds = dcmread(path, defer_size="4 KB")
-            except Exception as err:
+            except Exception as err:  # pydicom's parser raises many types on damaged files; recorded as a Problem
                 scan.problems.append(_unreadable(path, err))
                 continue
-            if not any(k in ds for k in _PIXEL_KEYWORDS):
-                scan.problems.append(
-                    Problem(
-                        str(path),
-                        "no_pixel_data",
-                        "the file has no pixel data (it may be a structured report or a presentation state).",
-                        "Remove it from labels.csv; only image objects can be used.",
-                        field="PixelData",
-                    )
-                )
+            scan.findings.extend(identifier_findings(ds, path, rules))
+            problem = image_problem(ds, path, self.max_image_bytes)
+            if problem is not None:
+                scan.problems.append(problem)
                 continue
-            scan.findings.extend(identifier_findings(ds, path))
             scan.records.append((rel, int(label)))
         return scan
 
@@ -389,22 +293,28 @@ class DicomAdapter:
         for path in candidate_files(site_dir):
             try:
                 ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-            except Exception:
-                continue  # reported if a manifest row points to it by path
+            except Exception:  # not indexed: a row naming its UID is then reported as having no such file
+                continue
             uid = str(ds.get("SOPInstanceUID", "")).strip()
             if uid:
                 index.setdefault(uid, path.relative_to(site_dir).as_posix())
         return index
 
-    def scan_identifiers(self, site_dir: Path) -> list[Finding]:
-        """Direct identifiers in every DICOM file of the folder, listed or not in the manifest."""
+    def scan_identifiers(self, site_dir: Path, policy: GovernancePolicy | None = None) -> list[Finding]:
+        """Identifiers in every DICOM file of the folder, listed or not in the manifest.
+
+        A file that cannot be read is a finding too: nobody checked what it holds.
+        ``policy`` is the site's (default: ``policy.toml`` in the folder).
+        """
+        rules = rules_for(site_dir, policy)
         findings = []
         for path in candidate_files(Path(site_dir)):
             try:
                 ds = dcmread(path, stop_before_pixels=True)
-            except Exception:
+            except Exception as err:  # any parser failure: reported as a finding naming the file and the error
+                findings.append(unreadable_finding(path, err))
                 continue
-            findings.extend(identifier_findings(ds, path))
+            findings.extend(identifier_findings(ds, path, rules))
         return findings
 
     # -- reading ------------------------------------------------------------------------
@@ -469,18 +379,26 @@ class DicomAdapter:
             path = site_dir / rel
             try:
                 ds = dcmread(path)
-            except Exception as err:  # the header was readable; the rest of the file is not
+            except Exception as err:  # the header was readable, the rest is not; recorded as a Problem
                 problem = _unreadable(path, err)
             else:
-                decoder_error = _decoder_error(ds, path)
-                if decoder_error is not None:
-                    raise decoder_error  # an install fixes this, not skipping: refuse in both modes
+                missing_decoder = decoder_error(ds, path)
+                if missing_decoder is not None:
+                    raise missing_decoder  # an install fixes this, not skipping: refuse in both modes
                 try:
                     images.append(to_image(ds, self.image_size, self.frames))
                     labels.append(label)
                     kept.append(rel)
                     continue
-                except Exception as err:
+                except ConstantImageError:
+                    problem = Problem(
+                        str(path),
+                        "constant",
+                        "every pixel holds the same value: a blank or failed export, with nothing to learn from.",
+                        "Re-export the image, or remove it from labels.csv.",
+                        field="PixelData",
+                    )
+                except Exception as err:  # decoders raise many types on damaged data; recorded as a Problem
                     problem = Problem(
                         str(path),
                         "undecodable",

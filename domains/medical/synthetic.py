@@ -64,7 +64,15 @@ HOSPITALS: tuple[HospitalSpec, ...] = (
     HospitalSpec("hospital-a", 480, 0.35, 384, 0.90, 14.0, 0.0, manufacturer="Synthetic Aquila", kernel="B30f"),
     HospitalSpec("hospital-b", 260, 0.25, 256, 1.40, 24.0, 25.0, rle=True, manufacturer="Synthetic Borealis"),
     HospitalSpec(
-        "hospital-c", 160, 0.20, 320, 1.10, 32.0, -20.0, monochrome1=True, manufacturer="Synthetic Corvus",
+        "hospital-c",
+        160,
+        0.20,
+        320,
+        1.10,
+        32.0,
+        -20.0,
+        monochrome1=True,
+        manufacturer="Synthetic Corvus",
         kernel="FC08",
     ),
 )
@@ -131,6 +139,20 @@ def _noisy(spec: HospitalSpec, rng: np.random.Generator, hu: np.ndarray) -> np.n
     return hu + grain + spec.offset_hu
 
 
+_DEID_CODES = (
+    ("113100", "Basic Application Confidentiality Profile"),
+    ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+)
+
+
+def _code(value: str, meaning: str):
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+    return item
+
+
 def _dataset(spec: HospitalSpec, seed: int, index: int, pixels: np.ndarray, identifiers: bool):
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -165,13 +187,15 @@ def _dataset(spec: HospitalSpec, seed: int, index: int, pixels: np.ndarray, iden
     ds.StudyID = ""
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = "synthetic data: no identifiers were ever present"
+    # Declared as a PS3.15 tool would: the basic profile, with (made-up) dates kept as modified dates.
+    ds.DeidentificationMethodCodeSequence = [_code(code, meaning) for code, meaning in _DEID_CODES]
     if identifiers:
         ds.PatientName = f"Testperson^Synthetic{index}"
         ds.PatientID = f"MRN{seed:02d}{index:06d}"
         ds.PatientBirthDate = "19600101"
         ds.InstitutionName = f"{spec.manufacturer.split()[-1]} General Hospital"
         ds.PatientIdentityRemoved = "NO"
-        del ds.DeidentificationMethod
+        del ds.DeidentificationMethod, ds.DeidentificationMethodCodeSequence
     ds.StudyInstanceUID = uid("study")
     ds.SeriesInstanceUID = uid("series")
     ds.FrameOfReferenceUID = uid("frame")
