@@ -192,10 +192,10 @@ class DicomAdapter:
         bad = ~labels.isin(["0", "1"])
         if bad.any():
             row = int(frame.index[np.flatnonzero(bad.to_numpy())[0]])
-            raise DataValidationError(
+            found = "an empty value" if not labels.loc[row] else "a value other than 0 or 1"
+            raise DataValidationError(  # the cell is not echoed: a pasted identifier would spread through logs
                 path,
-                f"labels must be 0 or 1 but found {frame['label'].loc[row]!r} in row {row + 1} "
-                f"({int(bad.sum())} bad label(s)).",
+                f"labels must be 0 or 1 but row {row + 1} holds {found} ({int(bad.sum())} bad label(s)).",
                 "Map 'finding present' to 1 and 'absent' to 0.",
                 field="label",
             )
