@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
+import math
 import sys
 import textwrap
 from pathlib import Path
@@ -67,11 +69,16 @@ def cmd_settings(args: argparse.Namespace) -> int:
 def cmd_data_make(args: argparse.Namespace) -> int:
     """`flsuite data make SCENARIO --out DIR`: synthetic sites in the real format."""
     from flcore import scenario
+    from flcore.outputs import check_output_dir
 
     sc = scenario.get(args.scenario)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise FlsuiteUserError(f"{out} exists and is not empty. Choose another --out or pass --force.")
+    if not (math.isfinite(args.scale) and args.scale > 0):
+        raise ConfigError(
+            f"--scale must be a finite number greater than 0 (1 keeps the scenario's own sizes); got {args.scale}. "
+            "Example: --scale 0.1 for a tenth of the data."
+        )
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be an integer of at least 0; got {args.seed}. Example: --seed 0")
     options: dict[str, Any] = {"scale": args.scale, "file_format": args.format}
     if args.with_identifiers:
         if "with_identifiers" not in inspect.signature(sc.make_data).parameters:
@@ -80,7 +87,18 @@ def cmd_data_make(args: argparse.Namespace) -> int:
     if args.devices is not None:
         if "devices" not in inspect.signature(sc.make_data).parameters:
             raise ConfigError(f"--devices is not available for {sc.name}: its number of {sc.site_noun}s is fixed.")
+        if args.devices < 2:
+            raise ConfigError(
+                f"--devices must be an integer of at least 2: a fleet federation needs 2 {sc.site_noun}s or more; "
+                f"got {args.devices}. Example: --devices 20 (default 200)."
+            )
         options["devices"] = args.devices
+    out = check_output_dir(args.out, what=f"the synthetic {sc.site_noun} folders")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise FlsuiteUserError(
+            f"--out {out} exists and is not empty. Expected a new or empty folder for the synthetic "
+            f"{sc.site_noun} folders. Choose another --out, or pass --force to write into it."
+        )
     files = sc.make_data(out, args.seed, **options)
     for f in files:
         print(f)
@@ -102,13 +120,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     sc, cfg, params, resume = _configured(args)
     out = Path(args.out) if args.out else _resume_folder(args) or Path(f"runs/{sc.name}")
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    if args.seeds is not None and args.seeds != 1 and resume is not None:
+        raise ConfigError(
+            "--resume continues one seed's run; it cannot be combined with --seeds. Resume the seed that "
+            f"stopped (flsuite run {sc.name} --resume OUT/seed-S --out OUT/seed-S), then write the summary "
+            "again with the same --seeds command and --out, which reuses finished seeds."
+        )
+    _preflight_run(args, sc, cfg, resume, out)
     if args.seeds is not None and args.seeds != 1:
-        if resume is not None:
-            raise ConfigError(
-                "--resume continues one seed's run; it cannot be combined with --seeds. Resume the seed that "
-                f"stopped (flsuite run {sc.name} --resume OUT/seed-S --out OUT/seed-S), then write the summary "
-                "again with the same --seeds command and --out, which reuses finished seeds."
-            )
         return _run_seeds(args, sc, cfg.seed, out, say)
     results = _run_one(args, sc, cfg, params, resume, out, say)
     from flcore.results import write_json
@@ -132,14 +151,16 @@ def _run_one(
     say: Any,
     audit_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """One seed's three arms, with its checkpoint in ``out`` and its audit trail in ``audit_dir`` (or ``out``)."""
+    """One seed's three arms, with its checkpoint in ``out`` and its audit trail in ``audit_dir`` (or ``out``).
+
+    The caller has checked ``out`` first (:func:`_preflight_run`).
+    """
     from flcore.checkpoint import CHECKPOINT_FILE
     from flcore.harness import run_experiment
 
     data = Path(args.data) if args.data else None
     if resume is not None and data is None and resume.extra.get("data_dir"):
         data = Path(resume.extra["data_dir"])
-    _refuse_to_overwrite(out, args)
     policy, audit = _governance_args(sc, args, audit_dir or out)
     say(f"flsuite run {sc.name}: strategy {cfg.strategy}, {cfg.num_server_rounds} rounds, seed {cfg.seed}")
     values = _run_values(args)
@@ -188,29 +209,127 @@ def _run_seeds(args: argparse.Namespace, sc: Any, first: int, out: Path, say: An
 
 def _finished_seed(args: argparse.Namespace, folder: Path, cfg: Any, params: Any) -> dict[str, Any] | None:
     """A seed's results.json from an earlier run with the same settings and data (not with --fresh)."""
-    import json
+    if args.fresh:
+        return None
+    prev, differs = _seed_results(args, folder, cfg, params)
+    return prev if differs is None else None
 
+
+def _seed_results(
+    args: argparse.Namespace, folder: Path, cfg: Any, params: Any
+) -> tuple[dict[str, Any] | None, str | None]:
+    """A seed folder's results.json (None if absent or unreadable) and why this run cannot reuse it (None if it can)."""
     from flcore.config import to_dict
+    from flcore.results import clean
 
     file = folder / "results.json"
-    if args.fresh or not file.is_file():
-        return None
+    if not file.is_file():
+        return None, "it holds no results.json"
     try:
         prev = json.loads(file.read_text())
     except (OSError, ValueError):
-        return None
-    from flcore.results import clean
+        return None, f"{file} cannot be read"
+    if not isinstance(prev, dict):
+        return None, f"{file} is not a results document"
 
     def as_saved(obj: Any) -> Any:
         return json.loads(json.dumps(clean(to_dict(obj))))
 
+    differ = []
+    for saved, current in ((prev.get("config"), as_saved(cfg)), (prev.get("params"), as_saved(params))):
+        saved = saved if isinstance(saved, dict) else {}
+        differ += [
+            f"{k} {saved.get(k)!r} there, {current.get(k)!r} now"
+            for k in sorted(saved.keys() | current.keys(), key=lambda k: (k not in saved or k not in current, k))
+            if saved.get(k) != current.get(k)
+        ]
+    data = prev.get("data")
     source = str(Path(args.data)) if args.data else "synthetic"
-    same = (
-        prev.get("config") == as_saved(cfg)
-        and prev.get("params") == as_saved(params)
-        and prev.get("data", {}).get("source") == source
+    before = data.get("source") if isinstance(data, dict) else None
+    if before != source:
+        differ.append(f"data {before!r} there, {source!r} now")
+    if not differ:
+        return prev, None
+    more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+    return prev, "its settings differ from this run's: " + "; ".join(differ[:3]) + more
+
+
+#: What a run writes to its output folder, for the messages of the output checks.
+_RUN_OUTPUTS = "the run's outputs (results.json, report, checkpoint, audit trail)"
+
+
+def _preflight_run(args: argparse.Namespace, sc: Any, cfg: Any, resume: Any, out: Path) -> None:
+    """Refuse, before any data is read or generated, a run whose outputs could not be written or would be lost.
+
+    ``out`` must be a folder this user may write to (or create); it must not hold an unfinished run's
+    checkpoint (without ``--resume`` or ``--fresh``) nor a finished run's results (without ``--force``),
+    except that ``--resume`` may continue in its own folder and ``--seeds N`` reuses finished seeds
+    whose settings are those of this run.
+    """
+    from flcore.outputs import check_output_dir, check_output_file, refuse_finished_run
+
+    check_output_dir(out, what=_RUN_OUTPUTS)
+    if args.audit:
+        check_output_file(args.audit, what="the audit trail", option="--audit", name="audit.jsonl")
+    seeds = getattr(args, "seeds", None)
+    if seeds is not None and seeds < 1:
+        raise ConfigError(
+            f"--seeds must be at least 1; got {seeds}. Pass --seeds N with N of 1 or more (e.g. --seeds 5), "
+            "or leave it out for one seed."
+        )
+    if seeds is not None and seeds != 1:
+        _preflight_seeds(args, sc, cfg.seed, out)
+        return
+    _refuse_to_overwrite(out, args)
+    resumed = _resume_folder(args) if resume is not None else None
+    if resumed is None or resumed.resolve() != out.resolve():  # --resume continues in its own folder
+        refuse_finished_run(out, force=args.force)
+
+
+def _preflight_seeds(args: argparse.Namespace, sc: Any, first: int, out: Path) -> None:
+    """`--seeds N`: each seed folder as in :func:`_preflight_run`; finished seeds are reused or refused.
+
+    Without ``--force``, a seed folder's finished results may only be reused (same settings and data,
+    no ``--fresh``), and the summary ``OUT/results.json`` only rewritten when every seed it lists is reused.
+    """
+    from flcore.outputs import RESULTS, OutputFolderError, check_output_dir, finished_run
+    from flcore.seeds import seed_folder, seed_list
+
+    seeds = seed_list(first, args.seeds)
+    reused = set()
+    for seed in seeds:
+        folder = seed_folder(out, seed)
+        check_output_dir(folder, what=f"seed {seed}'s outputs")
+        cfg, params = sc.configure({**_run_values(args), "seed": seed})
+        prev, differs = _seed_results(args, folder, cfg, params)
+        if prev is not None and differs is None and not args.fresh:
+            reused.add(seed)
+            continue
+        _refuse_to_overwrite(folder, args)
+        if args.force or not (folder / RESULTS).is_file():
+            continue
+        why = differs or "--fresh runs every seed again"
+        raise OutputFolderError(
+            f"{folder} holds the results of a finished run of seed {seed} ({finished_run(folder)}) that this run "
+            f"cannot reuse ({why}): it would run seed {seed} again and overwrite them. Choose another --out, or "
+            "pass --force to overwrite it" + (" (or drop --fresh to reuse it)." if differs is None else ".")
+        )
+    found = finished_run(out)
+    if found is None or args.force:
+        return
+    try:
+        doc = json.loads((out / RESULTS).read_text())
+    except (OSError, ValueError):
+        doc = None
+    runs = doc.get("runs") if isinstance(doc, dict) and doc.get("kind") == "seeds" else None
+    listed = [r.get("seed") for r in runs if isinstance(r, dict)] if isinstance(runs, list) else None
+    if listed and all(seed in reused for seed in listed):
+        return  # the same run again: its summary is written anew from the same seeds (and any new ones)
+    over = f" over seeds {listed}" if listed else ""
+    raise OutputFolderError(
+        f"{out} holds the results of a finished run{over} ({found}); this run over seeds {seeds} would replace "
+        "them. Choose another --out, or pass --force to overwrite it."
     )
-    return prev if same else None
 
 
 def _write_report_after_run(args: argparse.Namespace, out: Path) -> None:
@@ -254,10 +373,14 @@ def seeds_table(stats: dict[str, Any], site_noun: str = "site") -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """`flsuite report RUN_DIR [RUN_DIR ...]`: report.md and a self-contained report.html."""
+    from flcore.outputs import check_output_dir
     from flcore.report import write_report
 
     folders = [Path(f) for f in args.run_dirs]
-    out = Path(args.out) if args.out else folders[0] if len(folders) == 1 else Path("runs/comparison")
+    # One run: its own folder (the folder of a results.json named directly).
+    single = folders[0].parent if folders[0].suffix == ".json" else folders[0]
+    out = Path(args.out) if args.out else single if len(folders) == 1 else Path("runs/comparison")
+    check_output_dir(out, what="the report (report.md, report.html)")
     paths = write_report(folders, out)
     print("report: " + ", ".join(str(p) for p in paths))
     return 0
@@ -274,10 +397,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"--strategies needs at least two strategies to compare; got {args.strategies!r}.")
     for name in strategies:
         get_spec(name)  # an unknown name fails before any run
-    out = Path(args.out or f"runs/{sc.name}-sweep")
-    folders = []
+    from flcore.outputs import check_output_dir
+
+    out = check_output_dir(args.out or f"runs/{sc.name}-sweep", what="the sweep's report and one folder per strategy")
+    runs = []
     for name in strategies:
-        print(f"\n=== strategy {name} ({strategies.index(name) + 1} of {len(strategies)}) ===", flush=True)
         one = argparse.Namespace(
             **{
                 **vars(args),
@@ -286,8 +410,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 "resume": None,
                 "audit": None,
                 "no_report": False,
+                "force": args.force,
             }
         )
+        _, cfg, _, _ = _configured(one)
+        _preflight_run(one, sc, cfg, None, out / name)  # every strategy's folder, before the first run
+        runs.append(one)
+    folders = []
+    for name, one in zip(strategies, runs, strict=True):
+        print(f"\n=== strategy {name} ({strategies.index(name) + 1} of {len(strategies)}) ===", flush=True)
         cmd_run(one)
         folders.append(out / name)
     from flcore.report import build_report, save_report
@@ -330,13 +461,16 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     """`flsuite robustness SCENARIO`: strategies against simulated attacks, one table."""
     from flcore import scenario
     from flcore.governance import load_policy
+    from flcore.outputs import check_output_dir
     from flcore.robustness import run_robustness, table_markdown, write_robustness
 
     sc = scenario.get(args.scenario)
     values = _run_values(args)  # --strategies, not --strategy: each cell sets its own
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    out = Path(args.out or f"runs/{sc.name}-robustness")
+    out = check_output_dir(
+        args.out or f"runs/{sc.name}-robustness", what="the robustness table (robustness.json, .md and .csv)"
+    )
     policy = load_policy(args.policy, sc.policy) if args.policy else None
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
     result = run_robustness(sc, values, strategies, attacks, Path(args.data) if args.data else None, say, policy)
@@ -444,10 +578,12 @@ def _governance_args(sc: Any, args: argparse.Namespace, out: Path) -> tuple[Any,
 def cmd_certs_init(args: argparse.Namespace) -> int:
     """`flsuite certs init --out DIR --sites a,b,c`: a pilot CA, the SuperLink's certificate, one key per site."""
     from flcore.certs import init_certs
+    from flcore.outputs import check_output_dir
 
+    out = check_output_dir(args.out, what="the certificates and keys")
     sites = [s.strip() for s in args.sites.split(",") if s.strip()]
     hosts = ["localhost", "127.0.0.1", *(args.host or [])]
-    bundle = init_certs(Path(args.out), sites, hosts, days=args.days)
+    bundle = init_certs(out, sites, hosts, days=args.days)
     print(f"pilot CA:             {bundle.ca_cert} (its key {bundle.ca_key}: move it offline)")
     print(f"SuperLink TLS:        {bundle.server_cert}, {bundle.server_key} (for {', '.join(dict.fromkeys(hosts))})")
     for site in sites:
@@ -474,7 +610,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = resolve_privacy(cfg, policy)
     run_config: dict[str, Any] = {**to_dict(cfg), **to_dict(params)}
     out = Path(args.out) if args.out else _resume_folder(args) or Path(f"runs/{sc.name}-deployed")
-    _refuse_to_overwrite(out, args)
+    _preflight_run(args, sc, cfg, resume, out)
     if args.num_sites:
         run_config["num-sites-expected"] = args.num_sites
     options = ServeOptions(
@@ -517,7 +653,28 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     """`flsuite audit verify FILE`: check the hash chain; name the first altered, removed or inserted entry."""
     from flcore.audit import format_report, verify
 
-    report = verify(Path(args.file), expected_head=args.head)
+    path = Path(args.file)
+    where = "the audit trail is written to OUT/audit.jsonl by flsuite run, or to the file given with --audit"
+    if path.is_dir():
+        inside = path / "audit.jsonl"
+        hint = f"e.g. flsuite audit verify {inside}" if inside.is_file() else where
+        raise FlsuiteUserError(
+            f"{path} is a folder, not an audit trail file; nothing was verified. Name the trail file itself ({hint})."
+        )
+    if not path.is_file():
+        raise FlsuiteUserError(
+            f"No such file: {path} ({where}); nothing was verified. Expected the path of an existing audit trail: "
+            "check the path."
+        )
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as err:
+        raise FlsuiteUserError(
+            f"Cannot read {path} ({err.strerror}); nothing was verified. Expected a readable audit trail file: "
+            "run the check as a user who may read it, or copy the file somewhere readable."
+        ) from None
+    report = verify(path, expected_head=args.head)
     print(format_report(report, args.file))
     return 0 if report.ok else 1
 
@@ -671,7 +828,15 @@ def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--strategy", help="aggregation strategy (see `flsuite strategies`)")
     p.add_argument("--audit", help="audit trail to append to (default: OUT/audit.jsonl)")
     p.add_argument(
-        "--fresh", action="store_true", help="start a new run even where OUT holds an unfinished run's checkpoint"
+        "--fresh",
+        action="store_true",
+        help="start a new run even where OUT holds an unfinished run's checkpoint (and, with --seeds, run finished "
+        "seeds again; overwriting their results also needs --force)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite the results of a finished run in OUT (without it, such a folder is refused)",
     )
     p.add_argument(
         "--resume",
@@ -791,7 +956,16 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--strategies", required=True, help="comma-separated strategy names (see `flsuite strategies`)")
     sw.add_argument("--seeds", type=int, default=5, metavar="N", help="seeds per strategy (default 5)")
     sw.add_argument("--data", help="directory with one sub-folder per site (default: synthetic)")
-    sw.add_argument("--fresh", action="store_true", help="run every seed again, even where finished results exist")
+    sw.add_argument(
+        "--fresh",
+        action="store_true",
+        help="run every seed again, even where finished results exist (overwriting them also needs --force)",
+    )
+    sw.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite finished results in OUT/STRATEGY that this sweep runs again (other settings, or --fresh)",
+    )
     sw.add_argument("--quiet", action="store_true", help="print only the summaries")
     sw.set_defaults(fn=cmd_sweep)
 

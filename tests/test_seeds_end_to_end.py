@@ -174,7 +174,7 @@ def test_a_second_run_reuses_finished_seeds_and_fresh_runs_them_again(
     assert again["statistics"] == before["statistics"]
     assert (out / "audit.jsonl").read_text() == trail  # nothing ran, nothing was audited
 
-    assert run_cli(seeds_args(out, "--fresh"))[0] == 0
+    assert run_cli(seeds_args(out, "--fresh", "--force"))[0] == 0
 
     assert engine.calls == [("fedavg", 0), ("fedavg", 1)]
     fresh = load(out / "results.json")
@@ -193,7 +193,7 @@ def test_a_seed_with_other_settings_is_run_again(seeds_run: dict[str, Any], engi
     (out / "seed-1/results.json").write_text(json.dumps(doc))
     engine.calls.clear()
 
-    assert run_cli(seeds_args(out))[0] == 0
+    assert run_cli(seeds_args(out, "--force"))[0] == 0
 
     assert engine.calls == [("fedavg", 1)]
     assert load(out / "seed-1/results.json")["config"]["learning-rate"] == 0.05
