@@ -371,28 +371,29 @@ def _check_value(elem: DataElement, where: str, action: str | None, walk: _Walk)
     if not values:
         return
     length = sum(len(v) if isinstance(v, (bytes, str)) else len(str(v)) for v in values)
+    size = f"{length} character{'s' if length != 1 else ''}"
     pseudonym = all(any(p.fullmatch(str(v).strip()) for p in walk.rules.pseudonyms) for v in values)
     if action == "C" or (action in ("K", "U", None) and elem.VR != "PN"):
         if elem.VR in _TEXT_VRS or elem.VR == "PN":
             problem = next((p for v in values if (p := text_problem(str(v), descriptor=action == "C"))), None)
             if problem:
-                walk.add(where, f"holds text that looks like {problem} ({length} characters)", tag)
+                walk.add(where, f"holds text that looks like {problem} ({size})", tag)
         return
     if pseudonym:
         return
     if action is None or action in ("K", "U"):  # a person name the table does not list (or keeps)
-        walk.add(where, f"names a person ({length} characters); every person name must be removed or replaced")
+        walk.add(where, f"names a person ({size}); every person name must be removed or replaced")
     elif action.startswith("X") and "D" not in action and "Z" not in action:
-        walk.add(where, f"holds a value ({length} characters); the basic profile removes it (action X)", tag)
+        walk.add(where, f"holds a value ({size}); the basic profile removes it (action X)", tag)
     elif "D" in action:
         walk.add(
             where,
-            f"holds a value that is neither a dummy nor a declared pseudonym ({length} characters); the basic "
+            f"holds a value that is neither a dummy nor a declared pseudonym ({size}); the basic "
             f"profile replaces it (action {action})",
             tag,
         )
     else:
-        walk.add(where, f"holds a value ({length} characters); the basic profile empties it (action {action})", tag)
+        walk.add(where, f"holds a value ({size}); the basic profile empties it (action {action})", tag)
 
 
 def _check_private(ds: Dataset, elem: DataElement, prefix: str, walk: _Walk) -> None:

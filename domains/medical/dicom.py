@@ -21,6 +21,7 @@ time and by the decoding settings, so a second run does not decode again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydicom import config as pydicom_config
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
@@ -47,6 +49,17 @@ NOT_DICOM_SUFFIXES = frozenset(
 )
 CACHE_VERSION = 3  # bump when decoding changes, so old caches are not reused
 MAX_CACHE_ENTRIES = 32  # one entry per hospital folder and decoding setting
+
+
+@contextlib.contextmanager
+def quiet_values() -> Iterator[None]:
+    """Read headers without pydicom's value warnings, which quote the value (it may be an identifier)."""
+    before = pydicom_config.settings.reading_validation_mode
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    try:
+        yield
+    finally:
+        pydicom_config.settings.reading_validation_mode = before
 
 
 def rules_for(site_dir: Path, policy: GovernancePolicy | None = None) -> DeidRules:
@@ -308,13 +321,14 @@ class DicomAdapter:
         """
         rules = rules_for(site_dir, policy)
         findings = []
-        for path in candidate_files(Path(site_dir)):
-            try:
-                ds = dcmread(path, stop_before_pixels=True)
-            except Exception as err:  # any parser failure: reported as a finding naming the file and the error
-                findings.append(unreadable_finding(path, err))
-                continue
-            findings.extend(identifier_findings(ds, path, rules))
+        with quiet_values():
+            for path in candidate_files(Path(site_dir)):
+                try:
+                    ds = dcmread(path, stop_before_pixels=True)
+                except Exception as err:  # any parser failure: reported as a finding naming the file and the error
+                    findings.append(unreadable_finding(path, err))
+                    continue
+                findings.extend(identifier_findings(ds, path, rules))
         return findings
 
     # -- reading ------------------------------------------------------------------------
@@ -362,7 +376,8 @@ class DicomAdapter:
                 return self._from_cache(site_dir, cached)
             except (OSError, ValueError, KeyError):
                 pass  # a damaged cache entry is rebuilt
-        site = self._decode(site_dir, strict)
+        with quiet_values():
+            site = self._decode(site_dir, strict)
         if self.use_cache:
             try:
                 self._to_cache(site, cached)
