@@ -822,6 +822,7 @@ def _run_strategy(
                 answered=err.answered,
                 needed=err.needed,
                 missing=err.missing,
+                rejected=err.rejected,
             )
         done = err.server_round - 1
         hint = (
@@ -829,7 +830,9 @@ def _run_strategy(
             if plan.checkpoint is not None and done >= 1
             else ""
         )
-        raise QuorumError(err.server_round, err.answered, err.needed, err.missing, str(err) + hint) from None
+        raise QuorumError(
+            err.server_round, err.answered, err.needed, err.missing, str(err) + hint, rejected=err.rejected
+        ) from None
 
 
 def check_resumable(resume: Checkpoint, plan: FederationPlan) -> None:

@@ -138,7 +138,7 @@ def read_checkpoint(path: Path | str) -> Checkpoint:
             )
     except CheckpointError:
         raise
-    except Exception as err:  # any damage: truncated zip, bad JSON, missing or mistyped fields
+    except Exception as err:  # any damage (truncated zip, bad JSON, missing or mistyped fields): the user sees it
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({type(err).__name__}: {err}). It may have been copied "
             "incompletely; a checkpoint is only ever replaced whole, so use the file as the run left it."

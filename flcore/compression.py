@@ -46,6 +46,8 @@ from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
 from flcore import keys
+from flcore.monitor import site_of
+from flcore.strategies.screen import RejectFn
 from flcore.strategies.wrapper import StrategyWrapper
 
 CODECS = ("none", "float16", "int8")
@@ -62,6 +64,12 @@ UPDATE_BLOCK = "update-block"
 # Array names inside the packed ArrayRecord.
 Q_ARRAY, LO_ARRAY, SCALE_ARRAY, VALUES_ARRAY, SIDE_ARRAY = "q", "lo", "scale", "values", "side"
 RAW_PREFIX = "raw/"  # non-floating arrays travel as RAW_PREFIX + their own name
+
+#: What decoding damaged or forged packed data can raise: ValueError from :func:`decode`'s own checks,
+#: from NumPy's reading of an array's bytes and from reshaping; TypeError from an Array of another
+#: serialisation type or a layout list of the wrong element type; KeyError and IndexError from names and
+#: shapes that do not match; EOFError from NumPy reading truncated bytes.
+DECODE_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, KeyError, IndexError, EOFError)
 
 # Keys in the layout ConfigRecord.
 _CODEC, _BLOCK, _DELTA, _COUNT = "codec", "block", "delta", "count"
@@ -486,6 +494,12 @@ def decode(packed: ArrayRecord, layout: ConfigRecord, reference: ArrayRecord | N
     ValueError
         If layout and packed arrays are inconsistent, or the reference is missing
         or does not match the layout (naming the first mismatching key).
+
+    Notes
+    -----
+    Packed data from a site is untrusted: besides the checks above, damage that
+    they do not anticipate surfaces as one of :data:`DECODE_ERRORS` (NumPy refusing
+    a truncated array, a mistyped layout list), which callers catch.
     """
     codec = check_codec(_layout_field(layout, _CODEC, str))
     block = _check_block(_layout_field(layout, _BLOCK, int))
@@ -512,6 +526,7 @@ def decode(packed: ArrayRecord, layout: ConfigRecord, reference: ArrayRecord | N
             f"decode: the layout's shapes hold {expected} floating values but its count says {count}. "
             "The layout was altered."
         )
+    base: ArrayRecord | None = None  # the model an update (delta) is added to
     if delta:
         if reference is None:
             raise ValueError(
@@ -519,6 +534,7 @@ def decode(packed: ArrayRecord, layout: ConfigRecord, reference: ArrayRecord | N
                 "computed from. Pass reference=<that ArrayRecord>."
             )
         _check_reference(reference, float_shapes, "decode")
+        base = reference
 
     if codec == "int8":
         vector = _dequantize_tensors(packed, dtypes, shapes, count, block)
@@ -545,10 +561,9 @@ def decode(packed: ArrayRecord, layout: ConfigRecord, reference: ArrayRecord | N
         size = int(np.prod(shape))
         piece = vector[offset : offset + size]
         offset += size
-        if delta:
-            assert reference is not None  # checked above
+        if base is not None:
             # float64 sum of two float32 values is exact: one rounding, to the original dtype.
-            piece = piece.astype(np.float64) + reference[name].numpy().ravel().astype(np.float64)
+            piece = piece.astype(np.float64) + base[name].numpy().ravel().astype(np.float64)
         out[name] = Array(np.asarray(piece.reshape(shape).astype(dtype)))
     return out
 
@@ -633,7 +648,7 @@ def compression_mod(msg: Message, context: Context, call_next: ClientAppCallable
             packed, layout = _packed_parts(msg.content)
             record = str(layout.get(_RECORD, keys.ARRAYS))
             start = decode(packed, layout)
-        except Exception as err:  # a bad broadcast must not crash the node: report it to the server
+        except DECODE_ERRORS as err:  # a bad broadcast must not crash the node: the error reply tells the server
             return _mod_error(msg, f"could not decode the compressed model from the server: {err}")
         # The ClientApp gets its own record: it may replace entries, and ``start`` is the reference.
         msg.content = _unpack_content(msg.content, ArrayRecord(dict(start.items())))
@@ -650,7 +665,7 @@ def compression_mod(msg: Message, context: Context, call_next: ClientAppCallable
         return reply
     try:
         packed, layout = encode(reply.content[record], str(codec), reference=start, block=block)  # type: ignore[arg-type]
-    except Exception as err:
+    except (ValueError, TypeError) as err:  # what encode refuses (NaN, float16 overflow, another model's shape)
         return _mod_error(msg, f"could not compress the model update with codec {codec!r}: {err}")
     reply.content = _pack_content(reply.content, record, packed, layout)
     return reply
@@ -672,8 +687,13 @@ class CompressedUpdates(StrategyWrapper):
     codec (``"update-codec"`` in the train config), and rebuilds each reply as
     *exact global model + dequantised update* before the inner strategy
     aggregates; quantisation error of the broadcast therefore does not accumulate.
-    Replies whose packed data cannot be decoded are logged and dropped (counted
-    as failures), never crashing the run.
+    A reply whose packed data cannot be decoded is dropped and rejected exactly
+    like a non-finite update: logged and reported through ``on_reject`` with the
+    site and the reason, never crashing the run. The remaining replies, even
+    none, go to the inner strategy, which decides what the round makes of them:
+    the screen (:class:`flcore.strategies.screen.ScreenedUpdates`) counts them
+    against the round's quorum, and it, like Flower's strategies, leaves the
+    global model unchanged (``(None, None)``) when no usable reply remains.
 
     Parameters
     ----------
@@ -686,6 +706,11 @@ class CompressedUpdates(StrategyWrapper):
         codec, as a full model).
     block : int, default 256
         Block size of the int8 codec.
+    on_reject : callable, optional
+        ``on_reject(server_round, site, reason)`` for each reply that cannot be decoded.
+        :func:`flcore.strategies.build_strategy` passes the screen's
+        :meth:`~flcore.strategies.screen.ScreenedUpdates.reject`, which records it
+        with the screen's own rejections (history, results.json, audit trail).
 
     Examples
     --------
@@ -699,12 +724,18 @@ class CompressedUpdates(StrategyWrapper):
     """
 
     def __init__(
-        self, strategy: Strategy, codec: str, compress_broadcast: bool = True, block: int = DEFAULT_BLOCK
+        self,
+        strategy: Strategy,
+        codec: str,
+        compress_broadcast: bool = True,
+        block: int = DEFAULT_BLOCK,
+        on_reject: RejectFn | None = None,
     ) -> None:
         super().__init__(strategy)
         self.codec = check_codec(codec)
         self.compress_broadcast = bool(compress_broadcast)
         self.block = _check_block(block)
+        self.on_reject = on_reject
         self._global: dict[int, ArrayRecord] = {}
 
     def __repr__(self) -> str:
@@ -767,7 +798,7 @@ class CompressedUpdates(StrategyWrapper):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Rebuild packed replies as global model + update, drop undecodable ones, and aggregate."""
+        """Rebuild packed replies as global model + update, reject undecodable ones, and aggregate the rest."""
         reference = self._global.get(server_round)
         kept: list[Message] = []
         for reply in replies:
@@ -777,14 +808,12 @@ class CompressedUpdates(StrategyWrapper):
             try:
                 packed, layout = _packed_parts(reply.content)
                 arrays = decode(packed, layout, reference=reference)
-            except Exception as err:  # corrupt data from one site must not end the run
-                log(
-                    ERROR,
-                    "CompressedUpdates: dropping the reply of node %s in round %d, its update cannot be decoded: %s",
-                    reply.metadata.src_node_id,
-                    server_round,
-                    err,
-                )
+            except DECODE_ERRORS as err:  # corrupt data from one site must not end the run: a rejection
+                site = site_of(reply.content, f"node {reply.metadata.src_node_id}")
+                reason = f"its compressed update cannot be decoded ({type(err).__name__}: {err})"
+                log(WARNING, "Round %d: rejected the update of %s: %s", server_round, site, reason)
+                if self.on_reject is not None:
+                    self.on_reject(server_round, site, reason)  # recorded: history, results.json, audit trail
                 continue
             reply.content = _unpack_content(reply.content, arrays, self._arrays_key)
             kept.append(reply)

@@ -56,6 +56,9 @@ CLIENTAPP_ENV = "FLSUITE_CLIENTAPP"
 #: Exit status of ``flsuite site join`` when the SuperLink refuses the site's key (Flower's exit code 305,
 #: which Flower only logs: its process exits with 1, and exit statuses stop at 255).
 REFUSED_EXIT = 5
+#: Exit status of the ClientApp worker (:func:`clientapp_worker`) when it gives up, after saying why; ``flsuite
+#: site join`` then stops its SuperNode and exits with it, instead of starting the worker again.
+WORKER_FAILED_EXIT = 6
 
 
 class DeploymentError(FlsuiteUserError):
@@ -118,7 +121,7 @@ def serverapp_main(grid: Any, context: Any) -> None:
     except FlsuiteUserError as err:
         _write_status(status, "failed", error=str(err), exit_code=err.exit_code)
         raise
-    except BaseException as err:
+    except BaseException as err:  # recorded in run-status.json, which `serve` reports, then raised on
         _write_status(status, "failed", error=f"{type(err).__name__}: {err}", exit_code=1)
         raise
 
@@ -368,8 +371,9 @@ def serve(opts: ServeOptions, say: Say = print) -> int:
     cmd = [flower_tool("flower-superlink")]
     if opts.insecure:
         cmd.append("--insecure")
+    elif bundle is None:  # refused above with a ConfigError: a TLS SuperLink needs --certs
+        raise FlsuiteError("serve: a TLS SuperLink without its certificate bundle (a bug in flsuite, please report).")
     else:
-        assert bundle is not None
         cmd += ["--ssl-ca-certfile", str(bundle.ca_cert), "--ssl-certfile", str(bundle.server_cert)]
         cmd += ["--ssl-keyfile", str(bundle.server_key)]
     if public_keys and not opts.insecure:  # Flower authenticates SuperNodes only over TLS
@@ -566,8 +570,12 @@ def supernode_command(opts: JoinOptions, port: int) -> list[str]:
     cmd = [flower_tool("flower-supernode"), "--superlink", opts.superlink]
     if opts.insecure:
         cmd.append("--insecure")
+    elif opts.ca is None:
+        raise ConfigError(
+            "A SuperNode that connects over TLS needs --ca, the pilot CA certificate (ca.crt from `flsuite certs "
+            "init`) that signed the SuperLink's certificate; or pass --insecure for a plain-text trial."
+        )
     else:
-        assert opts.ca is not None
         cmd += ["--root-certificates", str(opts.ca.resolve())]
     if opts.key is not None:
         cmd += ["--auth-supernode-private-key", str(opts.key.resolve())]
@@ -637,6 +645,10 @@ def join(opts: JoinOptions, say: Say = print) -> int:
     proc = subprocess.Popen(
         cmd, env=flower_env(), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+    supernode_log = proc.stdout
+    if supernode_log is None:  # stdout=PIPE always gives one
+        stop_tree(proc, grace_s=5)
+        raise FlsuiteError("join: the SuperNode's output pipe is missing (a bug in flsuite, please report it).")
 
     worker: subprocess.Popen[Any] | None = None
 
@@ -655,8 +667,7 @@ def join(opts: JoinOptions, say: Say = print) -> int:
     refused = threading.Event()
 
     def pump() -> None:  # the SuperNode's log, passed through
-        assert proc.stdout is not None
-        for line in proc.stdout:
+        for line in supernode_log:
             sys.stdout.write(line)
             sys.stdout.flush()
             if "Exit Code: 305" in line:  # Flower logs the refusal's code, but its process exits with 1
@@ -664,16 +675,22 @@ def join(opts: JoinOptions, say: Say = print) -> int:
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
+    gave_up = False
     try:
         while True:
             try:
                 code = proc.wait(timeout=None if worker is None else 1.0)
                 break
             except subprocess.TimeoutExpired:
-                assert worker is not None
-                if worker.poll() is not None and proc.poll() is None:  # the SuperNode outlived its worker
-                    say(f"the ClientApp worker stopped (exit code {worker.returncode}); starting it again")
-                    worker = start_worker()
+                if worker is None or worker.poll() is None or proc.poll() is not None:
+                    continue
+                if worker.returncode == WORKER_FAILED_EXIT:  # it said why: a restart would fail the same way
+                    gave_up = True
+                    say("the ClientApp worker gave up (see its message above); stopping the SuperNode")
+                    break
+                # The SuperNode outlived its worker (killed, or a crash): without one it answers nothing.
+                say(f"the ClientApp worker stopped (exit code {worker.returncode}); starting it again")
+                worker = start_worker()
             except OSError:  # a signal landed while waiting; it was forwarded, keep waiting
                 continue
     finally:
@@ -692,6 +709,8 @@ def join(opts: JoinOptions, say: Say = print) -> int:
             file=sys.stderr,
         )
         return REFUSED_EXIT
+    if gave_up:
+        return WORKER_FAILED_EXIT
     return int(code)
 
 
@@ -706,11 +725,135 @@ def join(opts: JoinOptions, say: Say = print) -> int:
 WORKER_PRELOAD = ("flcore.app", "torch._dynamo")
 
 
+#: Seconds between the worker's log lines about one stretch of failed requests (the first is logged at once).
+WORKER_LOG_EVERY_S = 30.0
+#: Seconds of requests failing without a break, while the SuperNode lives, after which the worker gives up.
+WORKER_GIVE_UP_S = 300.0
+
+
+def transient_failure(err: BaseException) -> bool:
+    """Whether a failed ``AcquireTask`` may succeed if simply tried again.
+
+    Transient: the Runtime API cannot be reached or answers "try later", as while
+    the SuperNode starts or stops (``httpx.TransportError``: connection refused or
+    reset, timeouts; HTTP 502, 503, 504, which Flower's own HTTP retries also
+    retry). Anything else will fail the same way every time: the Runtime API
+    refusing the worker (HTTP 401, 403), not knowing the request (another Flower
+    version: 400, 404), or something that is not a Runtime API at that address (a
+    response that is not protobuf: ValueError).
+    """
+    import httpx
+
+    if isinstance(err, httpx.TransportError):
+        return True
+    if isinstance(err, httpx.HTTPStatusError):
+        return err.response.status_code in (502, 503, 504)
+    return False
+
+
+def _describe(err: BaseException) -> str:
+    import httpx
+
+    if isinstance(err, httpx.HTTPStatusError):
+        body = err.response.text.strip().replace("\n", " ")[:200]
+        return f"HTTP {err.response.status_code} {err.response.reason_phrase}" + (f": {body}" if body else "")
+    if isinstance(err, SystemExit):
+        return f"Flower ended it with exit status {err.code}, after logging why"
+    return f"{type(err).__name__}: {str(err)[:300]}"
+
+
+class WorkerFailures:
+    """The ClientApp worker's stretch of failed requests: logged, rate-limited, bounded in time.
+
+    The first failure is logged at once, then at most one line every ``log_every_s``
+    seconds with the count so far, and one when a request succeeds again.
+
+    Parameters
+    ----------
+    address : str
+        The Runtime API, for the messages.
+    give_up_after_s : float
+        Seconds of failures without a success after which :meth:`failed` says to give up.
+    log_every_s : float
+        Seconds between two log lines of one stretch.
+    say : callable
+        Where lines go (standard error).
+    clock : callable
+        Monotonic seconds (a test passes its own).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        give_up_after_s: float = WORKER_GIVE_UP_S,
+        log_every_s: float = WORKER_LOG_EVERY_S,
+        say: Say | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.address = address
+        self.give_up_after_s = give_up_after_s
+        self.log_every_s = log_every_s
+        self.say: Say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.clock = clock
+        self.count = 0
+        self.since: float | None = None
+        self._logged = 0.0
+
+    def failed(self, err: BaseException) -> bool:
+        """Count a transient failure; ``False`` once they have lasted ``give_up_after_s`` (the caller gives up)."""
+        now = self.clock()
+        self.count += 1
+        if self.since is None:
+            self.since, self._logged = now, now
+            self.say(
+                f"flsuite ClientApp worker: the SuperNode's Runtime API at {self.address} did not answer "
+                f"({_describe(err)}); retrying (the SuperNode may be starting or stopping)."
+            )
+        elif now - self._logged >= self.log_every_s:
+            self._logged = now
+            self.say(
+                f"flsuite ClientApp worker: still no answer from {self.address} after {now - self.since:.0f} s "
+                f"({self.count} failed requests; last: {_describe(err)})."
+            )
+        return now - self.since < self.give_up_after_s
+
+    def succeeded(self) -> None:
+        """A request got through: end the stretch (and say so, if it was logged)."""
+        if self.since is not None:
+            self.say(
+                f"flsuite ClientApp worker: the Runtime API at {self.address} answers again "
+                f"(after {self.count} failed requests in {self.clock() - self.since:.0f} s)."
+            )
+        self.count, self.since = 0, None
+
+    def gave_up(self, err: BaseException, permanent: bool) -> str:
+        """The one-paragraph message of a worker that stops trying."""
+        if permanent:
+            why = (
+                f"its request for a task failed in a way a retry cannot fix ({_describe(err)}): the Runtime API "
+                "refused the worker, runs another Flower version than this flsuite's, or is not a SuperNode's "
+                "Runtime API."
+            )
+        else:
+            elapsed = 0.0 if self.since is None else self.clock() - self.since
+            why = (
+                f"its requests have failed for {elapsed:.0f} s without a break "
+                f"({self.count} failed requests; last: {_describe(err)}), while the SuperNode process still runs."
+            )
+        return (
+            f"flsuite ClientApp worker: giving up on the SuperNode's Runtime API at {self.address}: {why} "
+            "This site answers no training until it is fixed. Check the SuperNode's log above, that flsuite and "
+            "Flower are the same versions as the SuperNode's, then run `flsuite site join` again."
+        )
+
+
 def clientapp_worker(
     runtime_api_address: str,
     parent_pid: int | None = None,
     poll_s: float = 0.2,
     preload: Sequence[str] = WORKER_PRELOAD,
+    retry_s: float = 1.0,
+    failures: WorkerFailures | None = None,
 ) -> int:
     """Serve a ``--isolation process`` SuperNode's ClientApp messages from one pre-imported process.
 
@@ -723,7 +866,21 @@ def clientapp_worker(
     ``flower-superexec`` does) every ``poll_s`` seconds, and runs each ClientApp
     task with Flower's own ``run_clientapp`` in a process forked for it, so every
     message still gets a fresh process, as before, only without the imports.
-    Returns when the SuperNode (``parent_pid``) is gone or on SIGTERM/SIGINT.
+
+    A request that fails transiently (:func:`transient_failure`: the SuperNode
+    starting or stopping) is tried again every ``retry_s`` seconds, logged to
+    standard error as :class:`WorkerFailures` says. The worker gives up, with a
+    one-paragraph message on standard error and :data:`WORKER_FAILED_EXIT`, when a
+    module in ``preload`` (the ClientApp) cannot be imported, when a request fails
+    in a way a retry cannot fix, or when transient failures last
+    ``failures.give_up_after_s``. (A Runtime API of an incompatible Flower version
+    may also end the process through Flower's own ``flwr_exit``, which logs why.)
+
+    Returns
+    -------
+    int
+        0 when the SuperNode (``parent_pid``) is gone or on SIGTERM/SIGINT;
+        :data:`WORKER_FAILED_EXIT` when it gave up.
     """
     import psutil
     from flwr.proto.runtime_pb2 import AcquireTaskRequest  # type: ignore[attr-defined]
@@ -734,8 +891,17 @@ def clientapp_worker(
 
     from flcore import scenario
 
+    failures = failures or WorkerFailures(runtime_api_address)
     for module in preload:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            failures.say(
+                f"flsuite ClientApp worker: cannot import {module} ({type(err).__name__}: {err}), so this site "
+                "cannot run the ClientApp. Install flsuite with the extras of this site's domain in the Python "
+                f"environment the SuperNode uses ({sys.executable}), then run `flsuite site join` again."
+            )
+            return WORKER_FAILED_EXIT
     scenario.available()
     stop = threading.Event()
 
@@ -752,14 +918,24 @@ def clientapp_worker(
     )
     request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
     running: set[int] = set()
+    exit_code = 0
     try:
         while not stop.is_set() and (parent_pid is None or psutil.pid_exists(parent_pid)):
             _reap(running)
             try:
                 reply = client.AcquireTask(request)
-            except Exception:  # the SuperNode is starting or stopping: try again shortly
-                stop.wait(1.0)
-                continue
+            except Exception as err:  # any failure: logged to stderr (WorkerFailures), retried or given up
+                if transient_failure(err) and failures.failed(err):
+                    stop.wait(retry_s)
+                    continue
+                failures.say(failures.gave_up(err, permanent=not transient_failure(err)))
+                exit_code = WORKER_FAILED_EXIT
+                break
+            except SystemExit as done:  # Flower's flwr_exit, e.g. the Runtime API's version is incompatible
+                failures.say(failures.gave_up(done, permanent=True))
+                exit_code = WORKER_FAILED_EXIT
+                break
+            failures.succeeded()
             if not (reply.HasField("task") and reply.token):
                 stop.wait(poll_s)
                 continue
@@ -780,7 +956,7 @@ def clientapp_worker(
                     code = 0
                 except SystemExit as done:  # run_clientapp ends with flwr_exit, i.e. sys.exit
                     code = done.code if isinstance(done.code, int) else 0 if done.code is None else 1
-                except BaseException:
+                except BaseException:  # the task's process ends here: its traceback goes to the site's log
                     import traceback
 
                     traceback.print_exc()
@@ -791,6 +967,8 @@ def clientapp_worker(
             running.add(pid)
     finally:
         client.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         for pid in running:  # the SuperNode is gone or we were stopped: so are the tasks
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -806,7 +984,7 @@ def clientapp_worker(
             except ProcessLookupError:
                 pass
         _reap(running)
-    return 0
+    return exit_code
 
 
 def _reap(running: set[int]) -> None:
@@ -836,16 +1014,19 @@ def _main(argv: Sequence[str]) -> int:
 
 __all__ = [
     "CLIENTAPP_MODES",
+    "WORKER_FAILED_EXIT",
     "DeploymentError",
     "FlsuiteError",
     "JoinOptions",
     "ServeOptions",
+    "WorkerFailures",
     "check_join",
     "clientapp_worker",
     "join",
     "serve",
     "serverapp_main",
     "supernode_command",
+    "transient_failure",
     "write_app_project",
 ]
 

@@ -27,7 +27,7 @@ from flcore import metrics
 from flcore.attacks import describe as describe_attack
 from flcore.config import RunConfig, check_attack, to_dict
 from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs
-from flcore.exceptions import ConfigError, DataValidationError
+from flcore.exceptions import ConfigError, DataValidationError, FlsuiteError
 from flcore.governance import (
     GovernanceError,
     GovernancePolicy,
@@ -318,7 +318,11 @@ def score_arm(
 
 def score_federated(task: Task, splits: list[SiteSplit], outcome: Any, seed: int) -> dict[str, Any]:
     """Score the final global model of a federation (a :class:`~flcore.app.FederationOutcome`) on every site."""
-    assert outcome.feature_stats is not None and outcome.arrays is not None
+    if outcome.feature_stats is None or outcome.arrays is None:
+        raise FlsuiteError(
+            "score_federated: the federation returned no final model or no feature statistics; a completed "
+            "federation always has both (this is a bug in flsuite, please report it)."
+        )
     model = task.init_model(outcome.feature_stats, seed)
     task.load_model_arrays(model, outcome.arrays)
     return score_arm(task, splits, lambda _: model, task.primary_metric, shared_model=True)
@@ -513,7 +517,8 @@ def _run_arms(
     fed_time = time.perf_counter() - t0 + (resume.wall_time_s if resume is not None else 0.0)
     federated = score_federated(task, splits, outcome, cfg.seed)
     monitor = outcome.monitor
-    assert monitor is not None
+    if monitor is None:
+        raise FlsuiteError("The federation returned no round records (a bug in flsuite, please report it).")
     federated["curve"] = curve_json(primary, [r.evaluate.get(primary) for r in monitor.rounds])
     federated.update(
         wall_time_s=fed_time,

@@ -55,7 +55,7 @@ class RoundRecord:
     aggregate_hash: str | None = None
     #: Sites sampled for training that did not answer (offline, timed out or failed), by name.
     missing: list[str] = field(default_factory=list)
-    #: Sites whose update the server rejected before aggregation (non-finite values), with the reason.
+    #: Sites whose update the server rejected before aggregation (non-finite, or not decodable), with the reason.
     rejected: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -173,7 +173,11 @@ class FederationMonitor:
             rec.evaluate_replies = len(replies) - len(failed)
 
     def record_rejection(self, server_round: int, site: str, reason: str) -> None:
-        """The screen dropped ``site``'s update in ``server_round`` (see :mod:`flcore.strategies.screen`)."""
+        """The server dropped ``site``'s update in ``server_round``: not finite, or not decodable.
+
+        Called through the screen (:mod:`flcore.strategies.screen`), which the compression
+        wrapper reports its decoding failures to.
+        """
         rec = self._current
         if rec is None or rec.round != server_round:
             rec = RoundRecord(round=server_round)
@@ -235,7 +239,7 @@ class FederationMonitor:
         self._current = None
 
     def rejected_per_site(self) -> dict[str, int]:
-        """Rounds in which each site's update was rejected by the screen (sites never rejected left out)."""
+        """Rounds in which each site's update was rejected (sites never rejected left out)."""
         counts: dict[str, int] = {}
         for r in self.rounds:
             for site in r.rejected:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flcore import plots
+from flcore.exceptions import UnknownNameError
 from flcore.results import clean, now_utc, suite_version, write_json, write_text
 from flcore.seeds import RunFolder, RunFolderError, read_run_folder
 from flcore.stats import ARMS, HIGHER, LOWER, ONE_SEED, WITHIN_NOISE, rank
@@ -161,7 +162,7 @@ def site_noun(scenario: str) -> str:
 
     try:
         return str(registry.get(scenario).site_noun)
-    except Exception:  # a results.json from a scenario not installed here
+    except UnknownNameError:  # a results.json from a scenario not installed here
         return "site"
 
 

@@ -15,13 +15,17 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flcore.config import check_attack, to_dict
+from flcore.exceptions import FlsuiteError
 from flcore.governance import GovernancePolicy
 from flcore.results import environment, now_utc, suite_version, write_json, write_text
 from flcore.scenario import Scenario
 from flcore.siteguard import resolve_privacy
+
+if TYPE_CHECKING:
+    from flcore.rounds import QuorumError
 
 DEFAULT_STRATEGIES = ("fedavg", "fedtrimmedavg", "fedmedian", "krum", "multikrum")
 DEFAULT_ATTACKS = ("scale", "sign-flip", "noise", "nan")
@@ -53,6 +57,7 @@ def run_robustness(
         run, before any training.
     """
     from flcore.harness import gate, prepare_data, score_federated
+    from flcore.rounds import QuorumError
     from flcore.simulation import run_federated_simulation
     from flcore.strategies import build_strategy
 
@@ -83,9 +88,16 @@ def run_robustness(
             outcome = run_federated_simulation(
                 scenario.name, cfg, params, splits, workdir, governance=prepared.governance
             )
+        except QuorumError as err:
+            # A rule that cannot keep its quorum of usable updates under an attack (Krum needs 2f+3) is a
+            # finding of the comparison, not a failure of it: the cell records where and why the run stopped.
+            rows.setdefault(strategy, {})[attack] = _stopped_cell(err, cfg, [s.name for s in splits], t0)
+            progress(f"      stopped in round {err.server_round}: {err}")
+            continue
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        assert outcome.monitor is not None
+        if outcome.monitor is None:
+            raise FlsuiteError("The federation returned no round records (a bug in flsuite, please report it).")
         arm = score_federated(task, splits, outcome, cfg.seed)
         rejected = sum(outcome.monitor.rejected_per_site().values())
         cell = {
@@ -96,6 +108,7 @@ def run_robustness(
             "rejected_updates": rejected,
             "wall_time_s": round(time.perf_counter() - t0, 2),
             "final_model": outcome.monitor.rounds[-1].aggregate_hash if outcome.monitor.rounds else None,
+            "stopped": None,
         }
         rows.setdefault(strategy, {})[attack] = cell
         shown = "n/a" if cell["union"] is None else f"{cell['union']:.4f}"
@@ -129,6 +142,23 @@ def run_robustness(
     }
 
 
+def _stopped_cell(err: QuorumError, cfg: Any, sites: list[str], t0: float) -> dict[str, Any]:
+    """The cell of a run that lost its quorum: no model to score, the reason instead."""
+    from flcore.attacks import choose_attackers
+
+    attackers = choose_attackers(sorted(sites), cfg.attack_sites, cfg.seed) if cfg.attack != "none" else []
+    return {
+        "union": None,
+        "mean_over_sites": None,
+        "worst_site": {"site": None, "value": None},
+        "attackers": attackers,
+        "rejected_updates": None,  # the run's earlier rounds are not known here; the stopped round's are below
+        "wall_time_s": round(time.perf_counter() - t0, 2),
+        "final_model": None,
+        "stopped": {"round": err.server_round, "rejected": err.rejected, "reason": str(err)},
+    }
+
+
 def table_markdown(result: dict[str, Any]) -> str:
     """The comparison as a markdown table: metric, ratio to clean, and whether the strategy holds."""
     primary, attacks = result["primary_metric"], result["attacks"]
@@ -140,7 +170,8 @@ def table_markdown(result: dict[str, Any]) -> str:
         f"to the same strategy without attack. {settings['sites']} attacking site(s) every round; scale and "
         f"sign-flip by x{settings['factor']:g}, noise of standard deviation {settings['noise_std']:g}. "
         f"A strategy holds an attack (yes) when it keeps at least {result['hold_threshold']:g} of its clean value. "
-        "Non-finite updates (nan, inf) are rejected by the server whatever the strategy.",
+        "Non-finite updates (nan, inf) are rejected by the server whatever the strategy; a run whose round keeps "
+        "fewer usable updates than the strategy's quorum stops there (quorum lost).",
         "",
         "| strategy | " + " | ".join("clean" if a == "none" else a for a in attacks) + " |",
         "|---|" + "---|" * len(attacks),
@@ -149,7 +180,9 @@ def table_markdown(result: dict[str, Any]) -> str:
         cells = []
         for attack in attacks:
             c = row[attack]
-            if c["union"] is None:
+            if c.get("stopped"):
+                cells.append(f"stopped in round {c['stopped']['round']} (quorum lost)")
+            elif c["union"] is None:
                 cells.append("n/a")
             elif attack == "none":
                 cells.append(f"{c['union']:.3f}")
@@ -175,9 +208,8 @@ def table_csv(result: dict[str, Any]) -> str:
             value = "" if c["union"] is None else f"{c['union']:.6f}"
             ratio = "" if c["ratio_to_clean"] is None else f"{c['ratio_to_clean']:.6f}"
             holds = "" if c["holds"] is None else str(c["holds"]).lower()
-            rows.append(
-                f"{strategy},{attack},{result['primary_metric']},{value},{ratio},{holds},{c['rejected_updates']}"
-            )
+            rejected = "" if c["rejected_updates"] is None else c["rejected_updates"]
+            rows.append(f"{strategy},{attack},{result['primary_metric']},{value},{ratio},{holds},{rejected}")
     return "\n".join(rows) + "\n"
 
 

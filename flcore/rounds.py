@@ -4,8 +4,8 @@ Flower's ``Strategy.start`` always begins at round 1 and waits for as many nodes
 as it samples. :func:`run_rounds` runs the same steps through the strategy's own
 ``configure_train``, ``aggregate_train``, ``configure_evaluate`` and
 ``aggregate_evaluate`` from any round, waits at most ``timeout`` seconds for the
-sites' replies, goes on while at least ``min_sites`` sites answer, and calls
-``after_round`` (bookkeeping and the checkpoint) after every completed round.
+sites' replies, goes on while at least ``min_sites`` sites send a usable update, and
+calls ``after_round`` (bookkeeping and the checkpoint) after every completed round.
 """
 
 from __future__ import annotations
@@ -19,18 +19,43 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from flcore.exceptions import FlsuiteUserError
+from flcore.strategies.screen import ScreenedUpdates, TooFewUpdates
 
 
 class QuorumError(FlsuiteUserError):
-    """Fewer sites than ``min-sites`` were available or answered in a round; the run stops, resumable."""
+    """Fewer sites than ``min-sites`` were available or sent a usable update in a round; the run stops, resumable.
+
+    Attributes
+    ----------
+    server_round : int
+        The round that was not aggregated (the checkpoint holds the one before).
+    answered : int
+        Sites that answered the round's training without error.
+    needed : int
+        The quorum (``min-sites``, at least the strategy's own minimum).
+    missing : list of str
+        Sampled sites that did not answer, or answered with an error.
+    rejected : dict
+        Site -> reason, for the updates that answered but were rejected (not finite,
+        or not decodable); empty when the round stopped before the screen.
+    """
 
     exit_code = 3
 
-    def __init__(self, server_round: int, answered: int, needed: int, missing: list[str], detail: str) -> None:
+    def __init__(
+        self,
+        server_round: int,
+        answered: int,
+        needed: int,
+        missing: list[str],
+        detail: str,
+        rejected: dict[str, str] | None = None,
+    ) -> None:
         self.server_round = server_round
         self.answered = answered
         self.needed = needed
         self.missing = missing
+        self.rejected = dict(rejected or {})
         super().__init__(detail)
 
 
@@ -66,9 +91,9 @@ def run_rounds(
         Seconds to wait for replies in each exchange; a site that has not answered by
         then counts as dropped for that round.
     min_sites : int
-        Sites that must be connected before a round starts and must answer its
-        training step; otherwise :class:`QuorumError` stops the run (the previous
-        round's checkpoint stays valid).
+        Sites that must be connected before a round starts and must send a usable
+        update in its training step; otherwise :class:`QuorumError` stops the run
+        (the previous round's checkpoint stays valid).
     min_evaluate : int
         Sites that must be connected for the round's federated evaluation; with
         fewer (after waiting ``timeout``), the round is not evaluated.
@@ -85,8 +110,27 @@ def run_rounds(
     Raises
     ------
     QuorumError
-        If fewer than ``min_sites`` sites are connected within ``timeout`` or answer a round's training step.
+        If fewer than ``min_sites`` sites are connected within ``timeout``, answer a
+        round's training step, or send an update that survives decoding and the screen.
+
+    Notes
+    -----
+    The quorum counts usable updates, not replies. Replies pass, inside
+    ``aggregate_train``, through decoding (:class:`~flcore.compression.CompressedUpdates`),
+    the screen (:class:`~flcore.strategies.screen.ScreenedUpdates`), the DP wrapper
+    and the rule, in that order. The screen is the last step that sees every reply
+    before anything is aggregated, so this loop hands it the quorum (its
+    ``min_usable``); it learns the decoding's rejections too, and with fewer usable
+    updates it raises instead of calling the DP wrapper and the rule, whose state
+    (accountant, server optimiser) therefore does not move. The loop turns that into
+    :class:`QuorumError` naming the rejected sites with their reasons and the silent
+    ones, before ``after_round``: the model and the checkpoint stay as after the
+    previous round. A strategy without the screen is held to ``min_sites`` replies
+    without error only.
     """
+    screen = _screen_of(strategy)
+    if screen is not None:
+        screen.min_usable = min_sites
     for server_round in range(first_round, num_rounds + 1):
         connected = wait_for_sites(grid, min_sites, timeout)
         if len(connected) < min_sites:
@@ -102,12 +146,8 @@ def run_rounds(
         messages = list(strategy.configure_train(server_round, arrays, train_config, grid))
         replies = list(grid.send_and_receive(messages, timeout=timeout))
         answered = {m.metadata.src_node_id for m in replies if not m.has_error()}
+        missing, errors = _silent(messages, replies, answered, site_names)
         if len(answered) < min_sites:
-            silent = sorted({m.metadata.dst_node_id for m in messages} - answered)
-            missing = site_names(silent) if site_names is not None else [f"node {n}" for n in silent]
-            errors = {m.metadata.src_node_id: m.error.reason or "" for m in replies if m.has_error()}
-            named = dict(zip(silent, missing, strict=True))  # site names of silent node ids
-            reasons = "".join(f" {named.get(n, f'node {n}')}: {why[:300]}" for n, why in sorted(errors.items()))
             raise QuorumError(
                 server_round,
                 len(answered),
@@ -115,12 +155,29 @@ def run_rounds(
                 missing,
                 f"Round {server_round}: only {len(answered)} of {len(messages)} sampled sites answered within "
                 f"{timeout:.0f} s (none usable from {', '.join(missing) or 'none'}"
-                + (f"; errors:{reasons}" if reasons else "")
+                + (f"; errors:{errors}" if errors else "")
                 + f"), fewer than min-sites={min_sites}; "
                 "the round was not aggregated and the run stopped. Lower min-sites to accept smaller rounds, "
                 "or raise reply-timeout for slow sites.",
             )
-        aggregated, _ = strategy.aggregate_train(server_round, replies)
+        try:
+            aggregated, _ = strategy.aggregate_train(server_round, replies)
+        except TooFewUpdates as short:
+            rejected = "; ".join(f"{site}: {why[:300]}" for site, why in sorted(short.rejected.items()))
+            raise QuorumError(
+                server_round,
+                len(answered),
+                min_sites,
+                missing,
+                f"Round {server_round}: only {len(short.usable)} of {len(messages)} sampled sites sent a usable "
+                f"update (rejected: {rejected or 'none'}"
+                + (f"; no answer from {', '.join(missing)}" if missing else "")
+                + (f"; errors:{errors}" if errors else "")
+                + f"), fewer than min-sites={min_sites}; the round was not aggregated and the run stopped. "
+                "Find out why those sites' updates are not usable (diverged training: lower the learning rate), "
+                "or lower min-sites to accept smaller rounds.",
+                rejected=short.rejected,
+            ) from None
         if aggregated is not None:
             arrays = aggregated
         # Flower's sampling waits without limit for enough nodes: wait here, with one.
@@ -130,6 +187,29 @@ def run_rounds(
             strategy.aggregate_evaluate(server_round, _replies(grid, evaluate, timeout))
         after_round(server_round, arrays)
     return arrays
+
+
+def _screen_of(strategy: Any) -> ScreenedUpdates | None:
+    """The screen among ``strategy`` and the strategies it wraps (``.strategy``), if any."""
+    while strategy is not None:
+        if isinstance(strategy, ScreenedUpdates):
+            return strategy
+        strategy = getattr(strategy, "strategy", None)
+    return None
+
+
+def _silent(
+    messages: list[Message],
+    replies: list[Message],
+    answered: set[int],
+    site_names: Callable[[Iterable[int]], list[str]] | None,
+) -> tuple[list[str], str]:
+    """Names of the sampled sites that did not answer without error, and the errors they sent."""
+    silent = sorted({m.metadata.dst_node_id for m in messages} - answered)
+    missing = site_names(silent) if site_names is not None else [f"node {n}" for n in silent]
+    named = dict(zip(silent, missing, strict=True))
+    errors = {m.metadata.src_node_id: m.error.reason or "" for m in replies if m.has_error()}
+    return missing, "".join(f" {named.get(n, f'node {n}')}: {why[:300]}" for n, why in sorted(errors.items()))
 
 
 def _replies(grid: Grid, messages: list[Message], timeout: float) -> list[Message]:

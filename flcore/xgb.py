@@ -108,6 +108,8 @@ def booster_problem(raw: bytes) -> str | None:
         trees, param = gbtree["trees"], gbtree["gbtree_model_param"]
         int(param["num_trees"]), int(param["num_parallel_tree"])
         list(gbtree["iteration_indptr"]), list(gbtree["tree_info"])
+    except RecursionError:  # JSON nested deeper than Python's parser goes: no booster is
+        return "not XGBoost JSON (nested too deeply)"
     except ValueError as err:
         return f"the booster holds a {str(err).split(':')[0]}" if "non-finite" in str(err) else "not XGBoost JSON"
     except (KeyError, TypeError):
@@ -116,8 +118,8 @@ def booster_problem(raw: bytes) -> str | None:
         return "not an XGBoost tree ensemble (trees is not a list)"
     try:
         booster_from_bytes(raw)
-    except Exception as err:  # XGBoost's own parser: whatever it refuses, the sites could not load
-        return f"XGBoost cannot load it: {str(err).splitlines()[0][:200]}"
+    except ValueError as err:  # XGBoostError is a ValueError: what XGBoost refuses, the sites could not load
+        return f"XGBoost cannot load it: {(str(err).splitlines() or [''])[0][:200]}"
     return None
 
 

@@ -552,51 +552,28 @@ def small_banks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
-def test_nan_from_every_bank_never_changes_the_global_model(small_banks: Path, tmp_path: Path) -> None:
+def test_nan_from_every_bank_stops_the_run_before_the_model_changes(
+    small_banks: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from flcore.cli import main
-    from flcore.results import validate_results
 
     out = tmp_path / "out"
     args = ["run", "finance-five-banks", "--data", str(small_banks), "--rounds", "2", "--out", str(out), "--quiet"]
     for value in ("attack=nan", "attack-sites=5", "local-epochs=1", "batch-size=64"):
         args += ["--set", value]
-    assert main(args) == 0
-    results = json.loads((out / "results.json").read_text())
-    validate_results(results)
-    fed = results["arms"]["federated"]
-    assert fed["attack"] == {"kind": "nan", "sites": BANKS}
-    assert fed["rejected_updates"] == {bank: 2 for bank in BANKS}
-    history = fed["history"]
-    assert [r["round"] for r in history] == [1, 2]
-    for r in history:
-        assert sorted(r["sites_rejected"]) == BANKS
-        assert all("not finite" in why for why in r["sites_rejected"].values())
-    # No round changed the model: the initial one, every time.
-    assert history[0]["aggregate_hash"] == history[1]["aggregate_hash"]
-    assert history[0]["aggregate_hash"] == _initial_digest(small_banks, results)
+    # No usable update, fewer than min-sites (2): round 1 is not aggregated and the run stops (QuorumError).
+    assert main(args) == 3
+    assert "Round 1: only 0 of 5 sampled sites sent a usable update" in capsys.readouterr().err
+    assert not (out / "results.json").exists()
 
     audit = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
     attack = [e for e in audit if e["kind"] == "attack-simulation"]
     assert len(attack) == 1 and attack[0]["attack"] == "nan" and attack[0]["sites"] == BANKS
-    rounds = [e for e in audit if e["kind"] == "round"]
-    assert [e["round"] for e in rounds] == [1, 2]
-    for e in rounds:
-        assert sorted(e["rejected"]) == BANKS
-        assert e["aggregate"] == history[0]["aggregate_hash"]
-
-
-def _initial_digest(data: Path, results: dict[str, object]) -> str:
-    """Digest of the model the federation starts from: init_model on the pooled training statistics."""
-    from flcore import scenario
-    from flcore.harness import prepare_data
-    from flcore.monitor import arrays_digest
-
-    sc = scenario.get("finance-five-banks")
-    cfg, params = sc.configure({**results["config"], **results["params"]})  # type: ignore[dict-item]
-    splits = prepare_data(sc, cfg, data, lambda _: None, params, sc.policy).splits
-    stats = FeatureStats.combine([FeatureStats.of(s.train.x, s.train.y) for s in splits])
-    task = sc.make_task(params)
-    return arrays_digest(task.model_arrays(task.init_model(stats, cfg.seed)))
+    assert not [e for e in audit if e["kind"] == "round"]  # no round completed: the model never changed
+    (lost,) = [e for e in audit if e["kind"] == "quorum-lost"]
+    assert lost["round"] == 1 and lost["answered"] == 5 and lost["needed"] == 2
+    assert sorted(lost["rejected"]) == BANKS
+    assert all("not finite" in why for why in lost["rejected"].values())
 
 
 @pytest.mark.usefixtures("flower_task")

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 from scipy import signal
 
+from flcore.exceptions import FlsuiteError
 from flcore.tables import write_table
 
 #: Seconds per recording (a condition-monitoring snapshot).
@@ -221,7 +222,8 @@ def simulate(
 
 def _strikes(machine: Machine, fr: float, rng: np.random.Generator, n: int, fs: int) -> np.ndarray:
     """Defect strikes at the geometry's frequency, each ringing the resonance."""
-    assert machine.fault is not None
+    if machine.fault is None:
+        raise FlsuiteError(f"_strikes: machine {machine.machine_id} has no fault to strike with (a generator bug).")
     freqs = machine.bearing.frequencies(fr)
     f_defect = freqs[FAULT_FREQUENCY[machine.fault]] * (2 if machine.fault == "ball" else 1)
     period = 1.0 / f_defect

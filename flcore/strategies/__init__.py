@@ -173,7 +173,8 @@ def build_strategy(cfg: RunConfig, num_sites: int, on_reject: RejectFn | None = 
     num_sites : int
         Sites expected to take part; sampling minima are derived from it.
     on_reject : callable, optional
-        ``on_reject(server_round, site, reason)`` for each update the screen drops.
+        ``on_reject(server_round, site, reason)`` for each update the screen drops, or the
+        compression wrapper cannot decode.
     **flower_kwargs
         Extra keyword arguments for the Flower strategy (metric aggregation functions).
 
@@ -185,11 +186,14 @@ def build_strategy(cfg: RunConfig, num_sites: int, on_reject: RejectFn | None = 
         If the federation is too small for the strategy.
 
     Every strategy is wrapped in :class:`ScreenedUpdates`, which drops non-finite
-    updates before aggregation. With ``privacy=client-dp`` the FedAvg strategy (equal site weights) is wrapped in
-    Flower's ``DifferentialPrivacyServerSideFixedClipping`` with its RDP accountant
-    (:class:`ClientLevelDp`). With ``update-compression`` other than ``none`` the strategy is wrapped in
-    :class:`flcore.compression.CompressedUpdates` (its partner, ``compression_mod``,
-    is in every ClientApp).
+    updates before aggregation (and holds the round's quorum of usable updates when
+    :func:`flcore.rounds.run_rounds` runs it). With ``privacy=client-dp`` the FedAvg
+    strategy (equal site weights) is wrapped in Flower's
+    ``DifferentialPrivacyServerSideFixedClipping`` with its RDP accountant
+    (:class:`ClientLevelDp`). With ``update-compression`` other than ``none`` the
+    screen is wrapped in :class:`flcore.compression.CompressedUpdates` (its partner,
+    ``compression_mod``, is in every ClientApp), which reports the updates it cannot
+    decode to the screen.
     """
     spec = get_spec(cfg.strategy)
     per_round = spec.per_round(cfg, num_sites)
@@ -224,10 +228,13 @@ def build_strategy(cfg: RunConfig, num_sites: int, on_reject: RejectFn | None = 
     if cfg.privacy == "client-dp":
         # Flower samples max(fraction x sites, min_train_nodes) sites per round.
         strategy = ClientLevelDp.wrap(strategy, cfg, num_sites, max(per_round, min_nodes))
-    strategy = ScreenedUpdates(strategy, on_reject)
-    if cfg.update_compression != "none":
-        # Imported here: flcore.compression builds on this package's StrategyWrapper.
-        from flcore.compression import CompressedUpdates
+    screen = ScreenedUpdates(strategy, on_reject)
+    if cfg.update_compression == "none":
+        return screen
+    # Imported here: flcore.compression builds on this package's StrategyWrapper.
+    from flcore.compression import CompressedUpdates
 
-        strategy = CompressedUpdates(strategy, cfg.update_compression, compress_broadcast=cfg.compress_broadcast)
-    return strategy
+    # Undecodable updates go through the screen's record: on_reject sees them, and a lost quorum names them.
+    return CompressedUpdates(
+        screen, cfg.update_compression, compress_broadcast=cfg.compress_broadcast, on_reject=screen.reject
+    )

@@ -7,7 +7,13 @@ prediction NaN. :class:`ScreenedUpdates` wraps every strategy the suite builds,
 inside the compression wrapper (so it sees decoded updates) and outside the DP
 wrapper and the aggregation rule: each training reply is checked before the rule
 sees it, and a reply that fails is dropped and reported (site, round, reason).
-If every reply of a round is dropped, the global model does not change.
+
+The screen is the last place that sees every reply of a round before anything is
+aggregated, so it also holds the round's quorum (:attr:`ScreenedUpdates.min_usable`,
+set by :func:`flcore.rounds.run_rounds` from ``min-sites``): with fewer usable updates
+it raises :class:`TooFewUpdates` instead of handing them on, and neither the rule
+nor the DP accountant sees the round. Without a quorum, a round in which every
+reply is dropped leaves the global model as it was.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp.strategy import Strategy
 
+from flcore.exceptions import FlsuiteError
 from flcore.monitor import site_of
 from flcore.strategies.averaging import array_view
 from flcore.strategies.wrapper import StrategyWrapper
@@ -27,6 +34,38 @@ from flcore.xgb import booster_problem, is_booster
 
 #: ``on_reject(server_round, site, reason)``.
 RejectFn = Callable[[int, str, str], None]
+
+
+class TooFewUpdates(FlsuiteError):
+    """Fewer usable updates than the screen's quorum: the round was not aggregated.
+
+    :func:`flcore.rounds.run_rounds` turns it into a :class:`~flcore.rounds.QuorumError`
+    that also names the sites that did not answer.
+
+    Parameters
+    ----------
+    server_round : int
+        The round.
+    usable : list of str
+        Sites whose update passed the screen.
+    needed : int
+        The quorum.
+    rejected : dict
+        Site -> reason, for every update dropped in the round (the screen's and those
+        reported to :meth:`ScreenedUpdates.reject` by an outer wrapper).
+    """
+
+    def __init__(self, server_round: int, usable: list[str], needed: int, rejected: dict[str, str]) -> None:
+        self.server_round = server_round
+        self.usable = usable
+        self.needed = needed
+        self.rejected = rejected
+        reasons = "; ".join(f"{site}: {why}" for site, why in sorted(rejected.items()))
+        super().__init__(
+            f"Round {server_round}: {len(usable)} usable update(s), fewer than the quorum of {needed}"
+            + (f" (rejected: {reasons})" if reasons else "")
+            + "."
+        )
 
 
 def update_problem(arrays: ArrayRecord) -> str | None:
@@ -58,7 +97,7 @@ def update_problem(arrays: ArrayRecord) -> str | None:
 
 
 class ScreenedUpdates(StrategyWrapper):
-    """Strategy wrapper that drops training replies whose update is not finite.
+    """Strategy wrapper that drops training replies whose update is not finite, and holds the quorum.
 
     Parameters
     ----------
@@ -67,16 +106,47 @@ class ScreenedUpdates(StrategyWrapper):
     on_reject : callable, optional
         ``on_reject(server_round, site, reason)`` for each dropped reply (the
         monitor records it in the round's history and the audit trail).
+    min_usable : int, default 0
+        Usable updates a round needs to be aggregated; with fewer, :meth:`aggregate_train`
+        raises :class:`TooFewUpdates`. :func:`flcore.rounds.run_rounds` sets it to its
+        ``min_sites``. With 0, a round without usable update returns ``(None, None)``.
+
+    Notes
+    -----
+    An outer wrapper that drops replies itself (:class:`flcore.compression.CompressedUpdates`,
+    for updates that cannot be decoded) reports them through :meth:`reject`, so that they
+    are recorded like the screen's own and named when the quorum is lost.
     """
 
-    def __init__(self, strategy: Strategy, on_reject: RejectFn | None = None) -> None:
+    def __init__(self, strategy: Strategy, on_reject: RejectFn | None = None, min_usable: int = 0) -> None:
         super().__init__(strategy)
         self.on_reject = on_reject
+        self.min_usable = min_usable
+        self._round = 0
+        self._rejected: dict[str, str] = {}  # site -> reason, for round self._round
+
+    def reject(self, server_round: int, site: str, reason: str) -> None:
+        """Record that ``site``'s update of ``server_round`` is dropped, and pass it on to ``on_reject``.
+
+        The screen calls it for each update it drops; an outer wrapper that drops updates
+        itself calls it before :meth:`aggregate_train`, so that the quorum check names them too.
+        """
+        if server_round != self._round:
+            self._round, self._rejected = server_round, {}
+        self._rejected[site] = reason
+        if self.on_reject is not None:
+            self.on_reject(server_round, site, reason)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Check each reply's arrays; aggregate those that pass."""
+        """Check each reply's arrays; aggregate those that pass if there are at least :attr:`min_usable`.
+
+        Raises
+        ------
+        TooFewUpdates
+            If fewer than :attr:`min_usable` replies carry a usable update (nothing is aggregated).
+        """
         kept: list[Message] = []
         for reply in replies:
             if reply.has_error() or not reply.has_content():
@@ -90,8 +160,13 @@ class ScreenedUpdates(StrategyWrapper):
                 continue
             site = site_of(reply.content, f"node {reply.metadata.src_node_id}")
             log(WARNING, "Round %d: rejected the update of %s: %s", server_round, site, problem)
-            if self.on_reject is not None:
-                self.on_reject(server_round, site, problem)
-        if not any(not r.has_error() for r in kept):
+            self.reject(server_round, site, problem)
+        rejected = self._rejected if self._round == server_round else {}
+        self._round, self._rejected = 0, {}  # the round's rejections are told once
+        usable = [r for r in kept if not r.has_error()]
+        if len(usable) < self.min_usable:
+            sites = [site_of(r.content, f"node {r.metadata.src_node_id}") for r in usable]
+            raise TooFewUpdates(server_round, sites, self.min_usable, rejected)
+        if not usable:
             return None, None  # nothing usable: the global model stays as it was
         return self.strategy.aggregate_train(server_round, kept)
