@@ -138,6 +138,10 @@ _SKIP_REASONS = {
     "flatline": "sensor flat-lined (lenient mode)",
     "clipped": "sensor clipped (lenient mode)",
     "machine_mismatch": "another machine's recording (lenient mode)",
+    "not_image": "not an image of the patient: mask, dose grid, report (lenient mode)",
+    "constant": "constant image (lenient mode)",
+    "too_large": "header claims more memory than the limit (lenient mode)",
+    "truncated": "file shorter than its header says (lenient mode)",
 }
 
 
