@@ -91,7 +91,7 @@ def test_bad_consent_value_is_refused(tmp_path: Path, bad: str) -> None:
     frame = make_patients(6)
     frame.loc[3, "consent"] = bad
     write_table(tmp_path / "h", frame)
-    shown = "nan" if bad == "" else f"'{bad}'"  # an empty CSV cell reads back as NaN
+    shown = r"an empty value \(NaN\)" if bad == "" else "a text value"  # an empty CSV cell reads back as NaN
     with pytest.raises(
         DataValidationError,
         match=rf"field 'consent'.*found {shown} in row 4 \(1 bad value\(s\)\).*Write yes or no for every record",
@@ -104,7 +104,7 @@ def test_parse_consent_accepts_booleans_and_words() -> None:
     np.testing.assert_array_equal(
         parse_consent(values, Path("t.csv")), [True, False, True, False, True, False, True, False]
     )
-    with pytest.raises(DataValidationError, match=r"t.csv, field 'consent'.*found 2 in row 2"):
+    with pytest.raises(DataValidationError, match=r"t.csv, field 'consent'.*found a number other than 0 or 1 in row 2"):
         parse_consent(pd.Series([1, 2]), Path("t.csv"))
 
 
@@ -128,12 +128,14 @@ def test_label_2_is_refused_when_strict_and_counted_when_lenient(tmp_path: Path)
     frame = make_patients(10)
     frame.loc[0, "label"] = 2
     write_table(tmp_path / "h", frame)
-    with pytest.raises(DataValidationError, match=r"field 'label'.*labels must be 0 or 1 but found 2 in row 1"):
+    with pytest.raises(
+        DataValidationError, match=r"field 'label'.*labels must be 0 or 1 but found a number other than 0 or 1 in row 1"
+    ):
         ClinicalTableAdapter().read(tmp_path / "h")
     site = ClinicalTableAdapter().read(tmp_path / "h", strict=False)
     assert len(site) == 9 and set(np.unique(site.y)) == {0, 1}
     assert site.info["skipped"] == {"no_consent": 0, "invalid": 1}
-    assert site.info["skipped_examples"] == ["records.csv row 1: label 2 is not 0 or 1"]
+    assert site.info["skipped_examples"] == ["records.csv row 1: label is a number other than 0 or 1, not 0 or 1"]
 
 
 @pytest.mark.parametrize("strict", [True, False])
@@ -142,7 +144,7 @@ def test_text_column_is_refused_in_both_modes(tmp_path: Path, strict: bool) -> N
     frame["sbp"] = frame["sbp"].astype(object)
     frame.loc[2, "sbp"] = "high"
     write_table(tmp_path / "h", frame)
-    with pytest.raises(DataValidationError, match=r"field 'sbp'.*holds text \(e.g. 'high' in row 3\)"):
+    with pytest.raises(DataValidationError, match=r"field 'sbp'.*holds text \(e.g. a text value in row 3\)"):
         ClinicalTableAdapter().read(tmp_path / "h", strict=strict)
 
 

@@ -2,9 +2,11 @@
 
 Contract, per bank folder: one or more ``.csv`` / ``.parquet`` files with the same
 columns: exactly 128 numeric, finite feature columns, a ``label`` column with values
-0 (legitimate) or 1 (fraud), at least one row. Identifier and time columns
-(``id``, ``*_id``, ``timestamp``, ``time``, ``date``, ``datetime``, ``*_at``) are
-ignored.
+0 (legitimate) or 1 (fraud), at least one row. Key and time columns (``id``, ``*_id``,
+``timestamp``, ``time``, ``date``, ``datetime``, ``*_at``) are ignored. A column named
+like a direct identifier (``iban``, ``card_number``, ``customer_name`` ...) is refused
+unless the bank's ``policy.toml`` lists it in ``drop_columns``: then it is never read,
+and it is not one of the 128 features.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from flcore.data import SiteData
 from flcore.exceptions import DataValidationError
+from flcore.governance import site_drop_columns
 from flcore.tables import read_table, table_files, validate_frame
 
 N_FEATURES = 128
@@ -48,6 +51,10 @@ class TransactionAdapter:
             Naming the file, the column and the fix, for any breach of the contract.
         """
         site_dir = Path(site_dir)
+        if not site_dir.is_dir():
+            raise DataValidationError(
+                site_dir, "the bank folder does not exist or is not a folder.", "Pass the bank's data folder."
+            )
         files = table_files(site_dir)
         if not files:
             raise DataValidationError(
@@ -55,10 +62,11 @@ class TransactionAdapter:
                 "the bank folder holds no .csv or .parquet file.",
                 "Put the bank's transactions in transactions.csv or transactions.parquet.",
             )
+        drop = site_drop_columns(site_dir)
         xs, ys, columns = [], [], None
         for path in files:
             x, y, cols = validate_frame(
-                read_table(path, _EXPECTED),
+                read_table(path, _EXPECTED, drop=drop),
                 path,
                 label=LABEL,
                 n_features=N_FEATURES,

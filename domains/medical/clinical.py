@@ -2,9 +2,12 @@
 
 Contract, per hospital folder: one or more ``.csv`` / ``.parquet`` files with the same
 columns: one or more numeric feature columns, a ``label`` column with 1 (condition
-present) or 0 (absent), and an optional ``consent`` column (yes/no). Identifier and
-time columns (``id``, ``*_id``, ``timestamp``, ``time``, ``date``, ``datetime``, ``*_at``)
-are ignored.
+present) or 0 (absent), and an optional ``consent`` column (yes/no). Key and time
+columns (``id``, ``*_id``, ``timestamp``, ``time``, ``date``, ``datetime``, ``*_at``)
+are ignored. A column named like a direct identifier (``mrn``, ``patient_name``,
+``dob`` ...) is refused unless the hospital's ``policy.toml`` lists it in
+``drop_columns``, in which case it is never read. Errors name files, rows and columns,
+never a cell's value.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pandas as pd
 
 from flcore.data import SiteData
 from flcore.exceptions import DataValidationError
+from flcore.governance import site_drop_columns
 from flcore.tables import (
     CONSENT,
     feature_columns,
@@ -77,9 +81,14 @@ class ClinicalTableAdapter:
         Raises
         ------
         DataValidationError
-            Naming the file, the column and the fix, for any breach of the contract.
+            Naming the file, the column and the fix, for any breach of the contract (a
+            column named like a direct identifier included).
         """
         site_dir = Path(site_dir)
+        if not site_dir.is_dir():
+            raise DataValidationError(
+                site_dir, "the hospital folder does not exist or is not a folder.", "Pass the hospital's data folder."
+            )
         files = table_files(site_dir)
         if not files:
             raise DataValidationError(
@@ -87,12 +96,13 @@ class ClinicalTableAdapter:
                 "the hospital folder holds no .csv or .parquet file.",
                 "Put the hospital's clinical table in a .csv or .parquet file inside the folder.",
             )
+        drop = site_drop_columns(site_dir)
         xs, ys, columns = [], [], None
         read_total, no_consent, invalid = 0, 0, 0
         consent_recorded = True
         examples: list[str] = []
         for path in files:
-            frame = read_table(path, _EXPECTED)
+            frame = read_table(path, _EXPECTED, drop=drop)
             n_read = len(frame)
             read_total += n_read
             consent_recorded &= CONSENT in frame.columns

@@ -25,6 +25,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 
 from flcore.data import Problem
 from flcore.exceptions import DataValidationError
+from flcore.files import DEFAULT_MAX_BYTES, format_bytes, memory_limit
 
 #: Window (center, width) used when a file names none: CT soft tissue; other
 #: modalities use the image's 0.5-99.5 percentile range.
@@ -42,8 +43,9 @@ _NON_IMAGE_CLASSES = (
     "Encapsulated", "Waveform", "Registration", "Raw Data", "Surface", "Tractography", "Treatment Record",
 )  # fmt: skip
 
-#: Largest decoded image (all frames) read into memory: a header claiming more is refused before decoding.
-MAX_IMAGE_BYTES = 512 * 2**20
+#: Largest decoded image (all frames) read into memory (never more than half the memory available): a header
+#: claiming more is refused before decoding.
+MAX_IMAGE_BYTES = DEFAULT_MAX_BYTES
 
 
 def image_problem(ds: Any, path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> Problem | None:
@@ -90,12 +92,14 @@ def image_problem(ds: Any, path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> Prob
             field="Rows",
         )
     claimed = rows * cols * frames * samples * max(bits, 8) // 8
-    if claimed > max_bytes:
+    limit = memory_limit(max_bytes)
+    if claimed > limit:
         return Problem(
             str(path),
             "too_large",
             f"its header claims {rows} x {cols} pixels x {frames} frame(s) x {samples} sample(s) at {bits} bits, "
-            f"{claimed / 2**20:.0f} MiB decoded, above the {max_bytes / 2**20:.0f} MiB limit.",
+            f"{format_bytes(claimed)} decoded, more than the {format_bytes(limit)} allowed (the configured limit, "
+            "or half of the memory available if that is less).",
             "Check that the file is what it claims; split very large multi-frame objects, or remove the file.",
             field="NumberOfFrames" if frames > 1 else "Rows",
         )
