@@ -9,9 +9,10 @@ play dropouts, as a SuperLink does for a node that stopped answering.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,3 +139,36 @@ def in_process_simulation(
     )
     grid = federation_grid(paths, governance, simulate_attack=cfg.attack != "none")
     return run_federation(grid, plan)
+
+
+class RecordingEngine:
+    """Stands in for flcore.simulation.run_federated_simulation and records (strategy, seed) per federation."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    @property
+    def seeds(self) -> list[int]:
+        return [seed for _, seed in self.calls]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        cfg = args[1]
+        self.calls.append((cfg.strategy, cfg.seed))
+        return in_process_simulation(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def recording_engine(cache: Path) -> Iterator[RecordingEngine]:
+    """The in-process engine in place of Ray, with Flower's task identity set (as conftest's flower_task does)."""
+    import pytest
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from flcore import simulation
+
+    fake = RecordingEngine()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(simulation, "run_federated_simulation", fake)
+        for key in ("_task_id", "_run_id", "_node_id"):  # undone afterwards
+            mp.setattr(TaskIdentity, key, 1 if key != "_node_id" else 0)
+        mp.setenv("FLSUITE_CACHE", str(cache))
+        yield fake

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from localgrid import in_process_simulation
+from localgrid import RecordingEngine, recording_engine
 
 from flcore.cli import main
 
@@ -24,30 +24,10 @@ SC = "medical-clinical"
 WRITTEN = "2024-01-02T03:04:05+00:00"
 
 
-class Engine:
-    """Stands in for flcore.simulation.run_federated_simulation and records the seed of each federation."""
-
-    def __init__(self) -> None:
-        self.seeds: list[int] = []
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.seeds.append(args[1].seed)
-        return in_process_simulation(*args, **kwargs)
-
-
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    """The in-process engine, with Flower's task identity set (as in test_seeds_end_to_end)."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    from flcore import simulation
-
-    fake = Engine()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(simulation, "run_federated_simulation", fake)
-        for key in ("_task_id", "_run_id", "_node_id"):
-            mp.setattr(TaskIdentity, key, 1 if key != "_node_id" else 0)
-        mp.setenv("FLSUITE_CACHE", str(tmp_path_factory.mktemp("cache")))
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordingEngine]:
+    """The in-process engine for every test of this module."""
+    with recording_engine(tmp_path_factory.mktemp("cache")) as fake:
         yield fake
 
 
@@ -265,7 +245,7 @@ def test_an_unfinished_run_still_points_at_resume_and_resume_continues_in_its_fo
 
 
 @pytest.fixture(scope="module")
-def finished(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def finished(engine: RecordingEngine, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished one-round run of seed 0, really run."""
     out = tmp_path_factory.mktemp("finished") / "run"
     assert main(["run", SC, "--rounds", "1", "--out", str(out), "--quiet", "--no-report"]) == 0
@@ -273,7 +253,7 @@ def finished(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_force_overwrites_a_finished_run(
-    finished: Path, engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    finished: Path, engine: RecordingEngine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
     shutil.copytree(finished, out)
@@ -292,7 +272,7 @@ def test_force_overwrites_a_finished_run(
 
 
 def test_seeds_reuse_finished_seeds_but_refuse_to_overwrite_others(
-    finished: Path, engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    finished: Path, engine: RecordingEngine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "seeds"
     shutil.copytree(finished, out / "seed-0")  # seed 0, one round: what `--seeds 2 --rounds 1` runs first

@@ -112,3 +112,10 @@ def test_palette_image_without_its_palette_is_refused(tmp_path: Path) -> None:
     site = hospital(tmp_path, {"nopalette.dcm": path})
     with pytest.raises(DataValidationError, match=r"PALETTE COLOR image without a palette"):
         DicomAdapter(use_cache=False).read(site)
+
+
+def test_a_file_larger_than_the_limit_is_refused_before_it_is_read_whole(tmp_path: Path) -> None:
+    site = hospital(tmp_path, {})
+    size = (site / "good0.dcm").stat().st_size
+    with pytest.raises(DataValidationError, match=r"good0\.dcm.*the file claims .* once loaded, more than"):
+        DicomAdapter(use_cache=False, max_image_bytes=size - 1).read(site)

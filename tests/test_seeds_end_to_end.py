@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from localgrid import in_process_simulation
+from localgrid import RecordingEngine, recording_engine
 
 from flcore.cli import main
 from flcore.results import clean, validate_results
@@ -26,31 +26,10 @@ from flcore.stats import summarise
 ARMS = ("federated", "centralised", "local_only")
 
 
-class Engine:
-    """Stands in for flcore.simulation.run_federated_simulation and records (strategy, seed) per federation."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, int]] = []
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        cfg = args[1]
-        self.calls.append((cfg.strategy, cfg.seed))
-        return in_process_simulation(*args, **kwargs)
-
-
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    """The in-process engine for every test of this module, with Flower's task identity set (see conftest)."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    from flcore import simulation
-
-    fake = Engine()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(simulation, "run_federated_simulation", fake)
-        for key in ("_task_id", "_run_id", "_node_id"):  # what conftest's flower_task sets, undone afterwards
-            mp.setattr(TaskIdentity, key, 1 if key != "_node_id" else 0)
-        mp.setenv("FLSUITE_CACHE", str(tmp_path_factory.mktemp("cache")))
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordingEngine]:
+    """The in-process engine for every test of this module."""
+    with recording_engine(tmp_path_factory.mktemp("cache")) as fake:
         yield fake
 
 
@@ -71,7 +50,7 @@ def load(path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def seeds_run(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def seeds_run(engine: RecordingEngine, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Two seeds of medical-clinical, two rounds each: the folder, the engine's calls and the printed summary."""
     out = tmp_path_factory.mktemp("seeds") / "run"
     engine.calls.clear()
@@ -158,7 +137,7 @@ def test_one_audit_trail_for_the_seeds(seeds_run: dict[str, Any]) -> None:
 
 
 def test_a_second_run_reuses_finished_seeds_and_fresh_runs_them_again(
-    seeds_run: dict[str, Any], engine: Engine, tmp_path: Path
+    seeds_run: dict[str, Any], engine: RecordingEngine, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
     shutil.copytree(seeds_run["out"], out)
@@ -185,7 +164,9 @@ def test_a_second_run_reuses_finished_seeds_and_fresh_runs_them_again(
         assert fresh["statistics"]["arms"][arm]["union"] == before["statistics"]["arms"][arm]["union"]
 
 
-def test_a_seed_with_other_settings_is_run_again(seeds_run: dict[str, Any], engine: Engine, tmp_path: Path) -> None:
+def test_a_seed_with_other_settings_is_run_again(
+    seeds_run: dict[str, Any], engine: RecordingEngine, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
     shutil.copytree(seeds_run["out"], out)
     doc = load(out / "seed-1/results.json")
@@ -200,7 +181,7 @@ def test_a_seed_with_other_settings_is_run_again(seeds_run: dict[str, Any], engi
 
 
 def test_seeds_and_resume_are_refused_together(
-    seeds_run: dict[str, Any], engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture
+    seeds_run: dict[str, Any], engine: RecordingEngine, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     engine.calls.clear()
 
@@ -214,7 +195,7 @@ def test_seeds_and_resume_are_refused_together(
     assert not (tmp_path / "new").exists()
 
 
-def test_zero_seeds_are_refused(engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_zero_seeds_are_refused(engine: RecordingEngine, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     engine.calls.clear()
 
     assert main(["run", "medical-clinical", "--seeds", "0", "--out", str(tmp_path), "--quiet"]) == 2
@@ -234,7 +215,7 @@ def sweep_args(out: Path, strategies: str) -> list[str]:
 
 
 def test_sweep_runs_each_strategy_over_the_same_seeds_and_ranks_them(
-    seeds_run: dict[str, Any], engine: Engine, tmp_path: Path
+    seeds_run: dict[str, Any], engine: RecordingEngine, tmp_path: Path
 ) -> None:
     # fedavg's two seeds are those of the run above (same settings): the sweep reuses them.
     out = tmp_path / "sweep"
@@ -276,7 +257,7 @@ def test_sweep_runs_each_strategy_over_the_same_seeds_and_ranks_them(
     ],
 )
 def test_sweep_refuses_what_it_cannot_compare(
-    engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture, strategies: str, message: str
+    engine: RecordingEngine, tmp_path: Path, capsys: pytest.CaptureFixture, strategies: str, message: str
 ) -> None:
     engine.calls.clear()
 

@@ -25,7 +25,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 
 from flcore.data import Problem
 from flcore.exceptions import DataValidationError
-from flcore.files import DEFAULT_MAX_BYTES, format_bytes, memory_limit
+from flcore.files import DEFAULT_MAX_BYTES, check_claimed_size, format_bytes, memory_limit
 
 #: Window (center, width) used when a file names none: CT soft tissue; other
 #: modalities use the image's 0.5-99.5 percentile range.
@@ -93,6 +93,15 @@ def image_problem(ds: Any, path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> Prob
         )
     claimed = rows * cols * frames * samples * max(bits, 8) // 8
     limit = memory_limit(max_bytes)
+    try:  # the whole file is read to decode it: its size counts too (private blobs, encapsulated data)
+        on_disk = Path(path).stat().st_size
+    except OSError:
+        on_disk = 0  # the read that follows reports it
+    too_big = check_claimed_size(
+        Path(path), on_disk, limit, what="the file", fix="Check that the file is what it claims, or remove it."
+    )
+    if too_big is not None:
+        return too_big
     if claimed > limit:
         return Problem(
             str(path),
