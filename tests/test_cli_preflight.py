@@ -260,7 +260,7 @@ def test_force_overwrites_a_finished_run(
     before = json.loads((out / "results.json").read_text())
     before["created_utc"] = WRITTEN
     (out / "results.json").write_text(json.dumps(before))
-    engine.seeds.clear()
+    engine.calls.clear()
 
     err = refused(["run", SC, "--rounds", "1", "--out", str(out), "--quiet", "--no-report"], capsys)
 
@@ -277,7 +277,7 @@ def test_seeds_reuse_finished_seeds_but_refuse_to_overwrite_others(
     out = tmp_path / "seeds"
     shutil.copytree(finished, out / "seed-0")  # seed 0, one round: what `--seeds 2 --rounds 1` runs first
     args = ["run", SC, "--seeds", "2", "--rounds", "1", "--out", str(out), "--quiet", "--no-report"]
-    engine.seeds.clear()
+    engine.calls.clear()
 
     assert main(args) == 0
     assert engine.seeds == [1]  # seed 0 reused

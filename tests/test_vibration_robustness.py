@@ -13,7 +13,8 @@ from scipy import signal as sps
 
 from domains.iot import synthetic
 from domains.iot.features import SpectralFeatures
-from domains.iot.vibration import VibrationAdapter, clipping
+from domains.iot.quality import clipping
+from domains.iot.vibration import VibrationAdapter
 from flcore import files
 from flcore.cli import main
 from flcore.exceptions import DataValidationError
