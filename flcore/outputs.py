@@ -43,10 +43,9 @@ def check_output_dir(path: Path | str, *, what: str, option: str = "--out") -> P
         created because a parent is a file or not writable.
     """
     path = Path(path)
-    full = Path(os.path.abspath(path))
-    found = _nearest_existing(full)
     expected = f"Expected a folder for {what}: a new one, or one this user may write to"
-    if found == full:
+    full = _existing(path, expected, option)
+    if full is not None:
         if not full.is_dir():
             kind = "a link to nothing" if full.is_symlink() and not full.exists() else "a file, not a folder"
             raise OutputFolderError(
@@ -57,8 +56,6 @@ def check_output_dir(path: Path | str, *, what: str, option: str = "--out") -> P
                 f"{option} {path} is a folder this user cannot write to. {expected}. Choose another {option}, "
                 f"or make it writable (chmod u+w {path})."
             )
-        return path
-    _check_creatable(path, found, expected, option)
     return path
 
 
@@ -90,10 +87,9 @@ def check_output_file(path: Path | str, *, what: str, option: str, name: str = "
         parent is a file or not writable.
     """
     path = Path(path)
-    full = Path(os.path.abspath(path))
-    found = _nearest_existing(full)
     expected = f"Expected a file for {what}: a new one, or one this user may write to"
-    if found == full:
+    full = _existing(path, expected, option)
+    if full is not None:
         if full.is_dir():
             raise OutputFolderError(
                 f"{option} {path} is a folder, not a file. {expected}. Name a file, e.g. {option} {path / name}."
@@ -103,8 +99,6 @@ def check_output_file(path: Path | str, *, what: str, option: str, name: str = "
                 f"{option} {path} is a file this user cannot write to. {expected}. Choose another {option}, "
                 f"or make it writable (chmod u+w {path})."
             )
-        return path
-    _check_creatable(path, found, expected, option)
     return path
 
 
@@ -157,6 +151,16 @@ def refuse_finished_run(folder: Path | str, *, force: bool, option: str = "--out
         f"{folder} holds the results of a finished run ({found}); a new run there would overwrite them. "
         f"Expected a new folder, or one without {RESULTS}: choose another {option}, or pass --force to overwrite it."
     )
+
+
+def _existing(path: Path, expected: str, option: str) -> Path | None:
+    """``path`` made absolute if it exists (the caller checks what it is); None once checked that it can be created."""
+    full = Path(os.path.abspath(path))
+    found = _nearest_existing(full)
+    if found == full:
+        return full
+    _check_creatable(path, found, expected, option)
+    return None
 
 
 def _nearest_existing(full: Path) -> Path:
