@@ -969,16 +969,16 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--quiet", action="store_true", help="print only the summaries")
     sw.set_defaults(fn=cmd_sweep)
 
-    from flcore.robustness import DEFAULT_ATTACKS, DEFAULT_STRATEGIES
+    from flcore.config import ROBUSTNESS_ATTACKS, ROBUSTNESS_STRATEGIES
 
     rb = sub.add_parser(
         "robustness", help="compare strategies under simulated attacks (federated arm only); write a table"
     )
     _add_setting_options(rb, "runs/SCENARIO-robustness")
-    rb.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES), help="comma-separated strategy names")
+    rb.add_argument("--strategies", default=",".join(ROBUSTNESS_STRATEGIES), help="comma-separated strategy names")
     rb.add_argument(
         "--attacks",
-        default=",".join(DEFAULT_ATTACKS),
+        default=",".join(ROBUSTNESS_ATTACKS),
         help="comma-separated attacks (scale, sign-flip, noise, nan, inf); the clean run is always included",
     )
     rb.add_argument("--data", help="directory with one sub-folder per site (default: synthetic)")

@@ -22,6 +22,9 @@ T = TypeVar("T")
 
 #: Simulated misbehaviour of attacking sites (see :mod:`flcore.attacks`).
 ATTACKS = ("none", "scale", "sign-flip", "noise", "nan", "inf")
+#: What ``flsuite robustness`` compares by default: strategies, and the attacks each faces.
+ROBUSTNESS_STRATEGIES = ("fedavg", "fedtrimmedavg", "fedmedian", "krum", "multikrum")
+ROBUSTNESS_ATTACKS = ("scale", "sign-flip", "noise", "nan")
 
 
 def setting(

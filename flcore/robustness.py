@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flcore.config import check_attack, to_dict
+from flcore.config import ROBUSTNESS_ATTACKS, ROBUSTNESS_STRATEGIES, check_attack, to_dict
 from flcore.exceptions import FlsuiteError
 from flcore.governance import GovernancePolicy
 from flcore.results import environment, now_utc, suite_version, write_json, write_text
@@ -27,8 +27,8 @@ from flcore.siteguard import resolve_privacy
 if TYPE_CHECKING:
     from flcore.rounds import QuorumError
 
-DEFAULT_STRATEGIES = ("fedavg", "fedtrimmedavg", "fedmedian", "krum", "multikrum")
-DEFAULT_ATTACKS = ("scale", "sign-flip", "noise", "nan")
+DEFAULT_STRATEGIES = ROBUSTNESS_STRATEGIES
+DEFAULT_ATTACKS = ROBUSTNESS_ATTACKS
 HOLD = 0.9
 
 
