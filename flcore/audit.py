@@ -15,14 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from flcore.exceptions import FlsuiteUserError
+from flcore.exceptions import AuditError
 
 GENESIS = "0" * 64
 RESERVED = frozenset({"seq", "time", "kind", "prev", "hash"})
-
-
-class AuditError(FlsuiteUserError):
-    """An audit trail is broken (altered, truncated or reordered) and must not be extended."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-from flcore.exceptions import FlsuiteUserError
+from flcore.exceptions import CheckpointError
 
 CHECKPOINT_FILE = "checkpoint.npz"
 #: Settings a resumed run may change: how long to wait, how few sites may answer, CPUs per client.
@@ -32,10 +32,6 @@ FORMAT = 1
 #: FedOpt family (FedAdam, FedYogi, FedAdagrad): ``current_arrays``, ``m_t``, ``v_t``; FedAvgM:
 #: ``current_arrays``, ``momentum_vector``; server-side DP wrappers: ``current_arrays``.
 STATE_ATTRIBUTES = ("current_arrays", "m_t", "v_t", "momentum_vector")
-
-
-class CheckpointError(FlsuiteUserError):
-    """A checkpoint is missing, unreadable or does not belong to the run being resumed."""
 
 
 @dataclass

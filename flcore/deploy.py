@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flcore.exceptions import ConfigError, FlsuiteError, FlsuiteUserError
+from flcore.exceptions import ConfigError, DeploymentError, FlsuiteError, FlsuiteUserError
 
 STATUS_FILE = "run-status.json"
 PROGRESS_FILE = "progress.log"
@@ -59,12 +59,6 @@ REFUSED_EXIT = 5
 #: Exit status of the ClientApp worker (:func:`clientapp_worker`) when it gives up, after saying why; ``flsuite
 #: site join`` then stops its SuperNode and exits with it, instead of starting the worker again.
 WORKER_FAILED_EXIT = 6
-
-
-class DeploymentError(FlsuiteUserError):
-    """A Flower process could not start, a site could not be registered, or the run failed."""
-
-    exit_code = 3
 
 
 # --------------------------------------------------------------------------------------

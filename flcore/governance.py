@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from flcore.data import SiteData
-from flcore.exceptions import FlsuiteUserError
+from flcore.exceptions import GovernanceError
 
 #: File a site keeps next to its data (in its folder) to state its own policy.
 SITE_POLICY_FILE = "policy.toml"
@@ -47,14 +47,6 @@ DEID_OPTIONS = (
     "retain-safe-private",
     "retain-institution-identity",
 )
-
-
-class GovernanceError(FlsuiteUserError):
-    """A run breaks a governance rule; it is refused before any training."""
-
-    def __init__(self, message: str, refusals: Sequence[Refusal] = ()) -> None:
-        super().__init__(message)
-        self.refusals = list(refusals)
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from flcore.exceptions import FlsuiteUserError
-
-
-class LedgerError(FlsuiteUserError):
-    """The ledger cannot be read or written; no run may spend budget until it can."""
+from flcore.exceptions import LedgerError
 
 
 class PrivacyLedger:

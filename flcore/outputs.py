@@ -6,14 +6,10 @@ import json
 import os
 from pathlib import Path
 
-from flcore.exceptions import FlsuiteUserError
+from flcore.exceptions import OutputFolderError
 
 #: The file whose presence marks a finished run (written last, when every arm has ended).
 RESULTS = "results.json"
-
-
-class OutputFolderError(FlsuiteUserError):
-    """An output folder or file cannot be used: it is a file, not writable, or holds a finished run's results."""
 
 
 def check_output_dir(path: Path | str, *, what: str, option: str = "--out") -> Path:

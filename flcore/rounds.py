@@ -18,45 +18,8 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
-from flcore.exceptions import FlsuiteUserError
+from flcore.exceptions import QuorumError
 from flcore.strategies.screen import ScreenedUpdates, TooFewUpdates
-
-
-class QuorumError(FlsuiteUserError):
-    """Fewer sites than ``min-sites`` were available or sent a usable update in a round; the run stops, resumable.
-
-    Attributes
-    ----------
-    server_round : int
-        The round that was not aggregated (the checkpoint holds the one before).
-    answered : int
-        Sites that answered the round's training without error.
-    needed : int
-        The quorum (``min-sites``, at least the strategy's own minimum).
-    missing : list of str
-        Sampled sites that did not answer, or answered with an error.
-    rejected : dict
-        Site -> reason, for the updates that answered but were rejected (not finite,
-        or not decodable); empty when the round stopped before the screen.
-    """
-
-    exit_code = 3
-
-    def __init__(
-        self,
-        server_round: int,
-        answered: int,
-        needed: int,
-        missing: list[str],
-        detail: str,
-        rejected: dict[str, str] | None = None,
-    ) -> None:
-        self.server_round = server_round
-        self.answered = answered
-        self.needed = needed
-        self.missing = missing
-        self.rejected = dict(rejected or {})
-        super().__init__(detail)
 
 
 def run_rounds(

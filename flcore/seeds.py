@@ -17,15 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flcore.exceptions import FlsuiteUserError
+from flcore.exceptions import FlsuiteUserError, RunFolderError
 from flcore.results import SCHEMA_VERSION, clean, now_utc, suite_version, validate_results
 from flcore.stats import summarise
 
 RESULTS = "results.json"
-
-
-class RunFolderError(FlsuiteUserError):
-    """A run folder given to ``flsuite report`` cannot be read."""
 
 
 def seed_list(first: int, count: int) -> list[int]:

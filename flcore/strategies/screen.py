@@ -26,7 +26,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp.strategy import Strategy
 
-from flcore.exceptions import FlsuiteError
+from flcore.exceptions import TooFewUpdates
 from flcore.monitor import site_of
 from flcore.strategies.averaging import array_view
 from flcore.strategies.wrapper import StrategyWrapper
@@ -34,38 +34,6 @@ from flcore.xgb import booster_problem, is_booster
 
 #: ``on_reject(server_round, site, reason)``.
 RejectFn = Callable[[int, str, str], None]
-
-
-class TooFewUpdates(FlsuiteError):
-    """Fewer usable updates than the screen's quorum: the round was not aggregated.
-
-    :func:`flcore.rounds.run_rounds` turns it into a :class:`~flcore.rounds.QuorumError`
-    that also names the sites that did not answer.
-
-    Parameters
-    ----------
-    server_round : int
-        The round.
-    usable : list of str
-        Sites whose update passed the screen.
-    needed : int
-        The quorum.
-    rejected : dict
-        Site -> reason, for every update dropped in the round (the screen's and those
-        reported to :meth:`ScreenedUpdates.reject` by an outer wrapper).
-    """
-
-    def __init__(self, server_round: int, usable: list[str], needed: int, rejected: dict[str, str]) -> None:
-        self.server_round = server_round
-        self.usable = usable
-        self.needed = needed
-        self.rejected = rejected
-        reasons = "; ".join(f"{site}: {why}" for site, why in sorted(rejected.items()))
-        super().__init__(
-            f"Round {server_round}: {len(usable)} usable update(s), fewer than the quorum of {needed}"
-            + (f" (rejected: {reasons})" if reasons else "")
-            + "."
-        )
 
 
 def update_problem(arrays: ArrayRecord) -> str | None:
