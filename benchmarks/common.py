@@ -101,11 +101,9 @@ def write_json(path: str | None, figures: dict[str, Any]) -> None:
     """Write ``figures`` and the machine to ``path`` (if given), whole or not at all."""
     if not path:
         return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(json.dumps({"machine": machine(), **figures}, indent=2) + "\n")
-    tmp.replace(target)
+    from flcore.files import write_text_atomic
+
+    target = write_text_atomic(path, json.dumps({"machine": machine(), **figures}, indent=2) + "\n")
     print(f"figures written to {target}")
 
 

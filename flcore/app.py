@@ -47,6 +47,7 @@ from flcore.compression import compression_mod
 from flcore.config import RunConfig, from_json, refuse_attack_outside_simulation, settings_of, to_dict, to_json
 from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs
 from flcore.exceptions import ConfigError, FlsuiteError
+from flcore.files import atomic_write
 from flcore.governance import GovernanceError, Refusal, refusal_error
 from flcore.keys import RUN_JSON
 from flcore.monitor import FederationMonitor, MonitoredGrid, RoundRecord, arrays_digest
@@ -112,19 +113,18 @@ _SITE_CACHE = _SplitCache()
 
 def save_split(split: SiteSplit, path: Path) -> None:
     """Write a prepared site split (train and test arrays) as one ``.npz`` file."""
-    tmp = path.with_suffix(".partial.npz")
     val = split.val
-    np.savez(
-        tmp,
-        name=np.asarray(split.name),
-        x_train=split.train.x,
-        y_train=split.train.y,
-        x_test=split.test.x,
-        y_test=split.test.y,
-        x_val=val.x if val is not None else np.zeros((0, *split.train.x.shape[1:]), dtype=split.train.x.dtype),
-        y_val=val.y if val is not None else np.zeros(0, dtype=split.train.y.dtype),
-    )
-    tmp.replace(path)
+    with atomic_write(path, "wb", permissions=0o600) as handle:  # a site's records: its owner reads them
+        np.savez(
+            handle,
+            name=np.asarray(split.name),
+            x_train=split.train.x,
+            y_train=split.train.y,
+            x_test=split.test.x,
+            y_test=split.test.y,
+            x_val=val.x if val is not None else np.zeros((0, *split.train.x.shape[1:]), dtype=split.train.x.dtype),
+            y_val=val.y if val is not None else np.zeros(0, dtype=split.train.y.dtype),
+        )
 
 
 def load_split(path: Path) -> SiteSplit:

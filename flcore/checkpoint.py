@@ -12,8 +12,6 @@ file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord
 
 from flcore.exceptions import CheckpointError
+from flcore.files import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.npz"
 #: Settings a resumed run may change: how long to wait, how few sites may answer, CPUs per client.
@@ -91,17 +90,8 @@ def write_checkpoint(path: Path | str, ckpt: Checkpoint) -> str:
         "extra": ckpt.extra,
     }
     arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_write(path, "wb", permissions=0o600) as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
     return file_digest(path)
 
 
@@ -232,16 +222,3 @@ def _unflatten_state(meta: dict[str, Any], z: Any) -> dict[str, Any]:
             continue
         out[key] = {"kind": value["kind"], "arrays": {n: z[f"state/{key}/{i}"] for i, n in enumerate(value["names"])}}
     return out
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -1,12 +1,16 @@
-"""Pre-flight checks of data files: what a file claims to hold is checked before memory is allocated for it."""
+"""Files at the boundary: data files checked before memory is allocated, outputs written whole or not at all."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import stat
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -335,3 +339,66 @@ def preflight_table(path: Path, limit: int, *, too_large_fix: str) -> Problem | 
         )
     what = "the file" if kind == "CSV" else "its Parquet metadata"
     return check_claimed_size(path, claimed, limit, what=what, fix=too_large_fix)
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path | str, mode: str = "w", *, permissions: int = 0o644) -> Iterator[IO[Any]]:
+    """Write ``path`` whole or not at all: what a reader (or a crash) sees is the old file or the new one.
+
+    The content goes to a temporary file with a unique name beside ``path`` (two
+    writers never share one), is flushed and synced to disk, gets ``permissions``,
+    and is renamed over ``path``; the folder is synced so the rename survives a crash.
+    On any error the temporary file is removed and ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : Path or str
+        The file to write (its folder is created if missing).
+    mode : {"w", "wb"}
+        Text (UTF-8) or binary.
+    permissions : int
+        The new file's mode bits (0o600 for files only their owner should read).
+
+    Yields
+    ------
+    file object
+        Open for writing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, permissions)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _sync_folder(path.parent)
+
+
+def write_text_atomic(path: Path | str, text: str, *, permissions: int = 0o644) -> Path:
+    """Write ``text`` to ``path`` with :func:`atomic_write`; returns the path."""
+    with atomic_write(path, "w", permissions=permissions) as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Sync a folder's entries to disk (a rename is durable only then); best effort where it is not supported."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a folder; the rename itself is still atomic
+    finally:
+        os.close(fd)

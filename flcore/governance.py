@@ -27,6 +27,7 @@ from typing import Any
 
 from flcore.data import SiteData
 from flcore.exceptions import GovernanceError
+from flcore.files import write_text_atomic
 
 #: File a site keeps next to its data (in its folder) to state its own policy.
 SITE_POLICY_FILE = "policy.toml"
@@ -163,12 +164,21 @@ def load_policy(path: Path | str, base: GovernancePolicy | None = None) -> Gover
         or a value of the wrong type.
     """
     path = Path(path)
-    base = base or GovernancePolicy()
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise GovernanceError(f"Policy file {path} does not exist. Pass an existing TOML file.") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+    except (OSError, UnicodeDecodeError) as err:
+        raise GovernanceError(f"Policy file {path} cannot be read ({err}). Save it as UTF-8 text.") from None
+    return parse_policy(text, path, base)
+
+
+def parse_policy(text: str, path: Path, base: GovernancePolicy | None = None) -> GovernancePolicy:
+    """A policy from TOML ``text`` (from ``path``, named in errors), over ``base``; see :func:`load_policy`."""
+    base = base or GovernancePolicy()
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
         raise GovernanceError(
             f"Policy file {path} is not valid TOML ({err}). Fix the file; `flsuite policy show --domain D` prints a "
             "valid one."
@@ -604,15 +614,8 @@ def approve_plan(policy_file: Path, digest: str) -> bool:
     )
     extra = line if sets_rule else "require_approved_plan = true\n" + line
     new = "".join(out[:first_table]) + extra + "".join(out[first_table:])
-    tmp = policy_file.with_name(policy_file.name + ".partial")
-    policy_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(new, encoding="utf-8")
-    try:
-        load_policy(tmp)  # never leave a policy that no longer parses
-    except GovernanceError:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(policy_file)
+    parse_policy(new, policy_file)  # never leave a policy that no longer parses
+    write_text_atomic(policy_file, new)
     return True
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from flcore.exceptions import LedgerError
+from flcore.files import atomic_write
 
 
 class PrivacyLedger:
@@ -121,12 +120,8 @@ class PrivacyLedger:
             fcntl.flock(lock, fcntl.LOCK_EX)
             entries = self.entries()
             yield entries
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".ledger-")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with atomic_write(self.path, "w", permissions=0o600) as f:
                 json.dump({"site": self.site, "entries": entries}, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
 
 
 def _charged(entries: list[dict[str, Any]]) -> float:

@@ -6,11 +6,12 @@ import json
 import math
 import os
 import platform
-import tempfile
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from flcore.files import write_text_atomic
 
 SCHEMA_VERSION = 1
 
@@ -47,19 +48,8 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` via a temporary file and an atomic rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results and reports from the team that reads them
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``text`` whole or not at all (:func:`flcore.files.write_text_atomic`), readable by the team (0644)."""
+    return write_text_atomic(path, text)
 
 
 def environment() -> dict[str, Any]:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from flcore.exceptions import DataValidationError
-from flcore.files import READ_ERRORS, describe_error, memory_limit, preflight_table
+from flcore.files import READ_ERRORS, atomic_write, describe_error, memory_limit, preflight_table
 from flcore.governance import SITE_POLICY_FILE
 
 #: File suffixes read as tables; anything but ``.csv`` is read as Parquet.
@@ -199,14 +199,14 @@ def _parquet_columns(path: Path, dropped: set[str]) -> list[str]:
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> Path:
-    """Write ``frame`` as CSV or Parquet (by ``path``'s suffix) atomically: a reader never sees half a file."""
+    """Write ``frame`` as CSV or Parquet (by ``path``'s suffix), whole or not at all (:func:`atomic_write`)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
     if path.suffix.lower() == ".csv":
-        frame.to_csv(tmp, index=False)
+        with atomic_write(path, "w") as handle:
+            frame.to_csv(handle, index=False)
     else:
-        frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
+        with atomic_write(path, "wb") as handle:
+            frame.to_parquet(handle, index=False)
     return path
 
 

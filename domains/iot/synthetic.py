@@ -48,6 +48,7 @@ import pandas as pd
 from scipy import signal
 
 from flcore.exceptions import FlsuiteError
+from flcore.files import atomic_write
 from flcore.tables import write_table
 
 #: Seconds per recording (a condition-monitoring snapshot).
@@ -315,9 +316,7 @@ def write_fleet(
 
 def _write_recording(path: Path, x: np.ndarray, file_format: str) -> None:
     if file_format == "npy":
-        tmp = path.with_name(path.name + ".partial")
-        with tmp.open("wb") as fh:
+        with atomic_write(path, "wb") as fh:
             np.save(fh, x)
-        tmp.replace(path)
     else:
         write_table(pd.DataFrame({"accel": x}), path)

@@ -40,6 +40,7 @@ from domains.medical.deid import DeidRules, identifier_findings, unreadable_find
 from domains.medical.pixels import MAX_IMAGE_BYTES, ConstantImageError, decoder_error, image_problem, to_image
 from flcore.data import Problem, SiteData
 from flcore.exceptions import DataValidationError
+from flcore.files import atomic_write
 from flcore.governance import Finding, GovernancePolicy, site_policy
 from flcore.tables import parse_consent
 
@@ -452,9 +453,8 @@ class DicomAdapter:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         info = dict(site.info)
         info["identifier_findings"] = [asdict(f) for f in site.info["identifier_findings"]]  # type: ignore[attr-defined]
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.npz")
-        np.savez(tmp, x=site.x, y=site.y, info=np.asarray(json.dumps(info)))
-        tmp.replace(path)
+        with atomic_write(path, "wb", permissions=0o600) as handle:
+            np.savez(handle, x=site.x, y=site.y, info=np.asarray(json.dumps(info)))
         # Bounded: keep the most recently written entries only (synthetic runs make new ones each time).
         entries = sorted(path.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
         for old in entries[MAX_CACHE_ENTRIES:]:
