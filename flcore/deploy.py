@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from flcore.exceptions import ConfigError, DeploymentError, FlsuiteError, FlsuiteUserError
+from flcore.files import write_text_atomic
 
 STATUS_FILE = "run-status.json"
 PROGRESS_FILE = "progress.log"
@@ -294,9 +295,7 @@ def write_app_project(folder: Path, name: str, config: Mapping[str, Any]) -> Pat
     ]
     for key, value in config.items():
         lines.append(f"{key} = {_toml_value(value)}")
-    path = folder / "pyproject.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text_atomic(folder / "pyproject.toml", "\n".join(lines) + "\n")
 
 
 def _toml_value(value: Any) -> str:
@@ -426,7 +425,7 @@ def _write_connection(home: Path, address: str, ca: Path | None) -> None:
         f"address = {json.dumps(address)}",
     ]
     lines.append(f"root-certificates = {json.dumps(str(ca))}" if ca is not None else "insecure = true")
-    (home / "config.toml").write_text("\n".join(lines) + "\n")
+    write_text_atomic(home / "config.toml", "\n".join(lines) + "\n")
 
 
 def _flwr(args: list[str], env: dict[str, str], say: Say | None) -> subprocess.CompletedProcess[str]:

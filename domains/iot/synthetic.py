@@ -48,7 +48,7 @@ import pandas as pd
 from scipy import signal
 
 from flcore.exceptions import FlsuiteError
-from flcore.files import atomic_write
+from flcore.files import atomic_write, write_text_atomic
 from flcore.tables import write_table
 
 #: Seconds per recording (a condition-monitoring snapshot).
@@ -284,7 +284,8 @@ def write_fleet(
             _write_recording(rec_dir / name, x, file_format)
             if label is not None:
                 labels.append({"file": f"recordings/{name}", "label": label})
-        (folder / "device.json").write_text(
+        write_text_atomic(
+            folder / "device.json",
             json.dumps(
                 {
                     "machine_id": m.machine_id,
@@ -295,7 +296,7 @@ def write_fleet(
                 },
                 indent=2,
             )
-            + "\n"
+            + "\n",
         )
         write_table(pd.DataFrame(labels, columns=["file", "label"]), folder / "labels.csv")
         truth.append(
@@ -310,7 +311,7 @@ def write_fleet(
             }
         )
         folders.append(folder)
-    (out / "fleet.json").write_text(json.dumps({"seed": seed, "devices": truth}, indent=1) + "\n")
+    write_text_atomic(out / "fleet.json", json.dumps({"seed": seed, "devices": truth}, indent=1) + "\n")
     return folders
 
 
