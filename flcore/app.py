@@ -51,9 +51,10 @@ from flcore.files import atomic_write
 from flcore.governance import GovernanceError, Refusal, refusal_error
 from flcore.keys import RUN_JSON
 from flcore.monitor import FederationMonitor, MonitoredGrid, RoundRecord, arrays_digest
+from flcore.preflight import check_federation
 from flcore.privacy import steps_per_epoch
 from flcore.rounds import QuorumError, run_rounds, wait_for_sites
-from flcore.secagg import check_secagg, is_secagg_fit, run_secagg_rounds, secagg_client_mod, secagg_fit
+from flcore.secagg import is_secagg_fit, run_secagg_rounds, secagg_client_mod, secagg_fit
 from flcore.siteguard import (
     SiteGovernance,
     admit,
@@ -686,9 +687,7 @@ def run_federation(grid: Grid, plan: FederationPlan, context: Context | None = N
     node_ids = sorted(_wait_for_nodes(grid, plan.num_sites, plan.connect_timeout_s))
     common = _common_config(plan)
     # Settings the federation cannot run fail before any site reserves budget for the run.
-    check_secagg(cfg, plan.num_sites)
-    if cfg.secure_aggregation == "none":
-        build_strategy(cfg, plan.num_sites)
+    check_federation(cfg, plan.num_sites)
     try:
         stats, names, site_counts = collect_feature_stats(mgrid, node_ids, common, timeout=plan.connect_timeout_s)
     except GovernanceError as err:
@@ -710,7 +709,6 @@ def run_federation(grid: Grid, plan: FederationPlan, context: Context | None = N
     model = task.init_model(stats, cfg.seed)
     initial = task.model_arrays(model)
     if cfg.secure_aggregation == "secagg+":
-        check_secagg(cfg, plan.num_sites)
         if plan.resume is not None:
             raise CheckpointError(
                 "A secure-aggregation=secagg+ run cannot be resumed: Flower's SecAgg+ workflow always starts at "

@@ -25,7 +25,7 @@ import numpy as np
 
 from flcore import metrics
 from flcore.attacks import describe as describe_attack
-from flcore.config import RunConfig, check_attack, to_dict
+from flcore.config import RunConfig, to_dict
 from flcore.data import FeatureStats, SiteData, SiteSplit, list_site_dirs
 from flcore.exceptions import ConfigError, DataValidationError, FlsuiteError
 from flcore.governance import (
@@ -39,12 +39,11 @@ from flcore.governance import (
 )
 from flcore.monitor import RoundRecord
 from flcore.partition import repartition
+from flcore.preflight import check_federation
 from flcore.resources import PeakMemory
 from flcore.results import SCHEMA_VERSION, clean, environment, now_utc, suite_version, validate_results
 from flcore.scenario import Scenario
-from flcore.secagg import check_secagg
 from flcore.siteguard import SiteGovernance, ledger_of, resolve_privacy, run_facts
-from flcore.strategies import build_strategy
 from flcore.task import Task
 
 Progress = Callable[[str], None]
@@ -464,9 +463,7 @@ def _run_arms(
     primary = task.primary_metric
     cfg = resolve_privacy(cfg, policy)
     prepared = prepare_data(scenario, cfg, data_dir, progress, params, policy)
-    check_secagg(cfg, len(prepared.splits))
-    check_attack(cfg, len(prepared.splits))
-    build_strategy(cfg, len(prepared.splits))  # a strategy the federation cannot run fails here, not in round 1
+    check_federation(cfg, len(prepared.splits))  # a federation that cannot run fails here, not in round 1
     run_id = resume.run_id if resume is not None else uuid.uuid4().hex[:16]
     gate_record = gate(scenario, cfg, params, prepared.governance, policy, audit, run_id)
     progress(f"governance gate: passed for {len(prepared.splits)} {scenario.site_noun}s, plan {gate_record['plan']}")

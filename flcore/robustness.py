@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flcore.config import ROBUSTNESS_ATTACKS, ROBUSTNESS_STRATEGIES, check_attack, to_dict
+from flcore.config import ROBUSTNESS_ATTACKS, ROBUSTNESS_STRATEGIES, to_dict
 from flcore.exceptions import FlsuiteError
 from flcore.governance import GovernancePolicy
+from flcore.preflight import check_federation
 from flcore.results import environment, now_utc, suite_version, write_json, write_text
 from flcore.scenario import Scenario
 from flcore.siteguard import resolve_privacy
@@ -59,7 +60,6 @@ def run_robustness(
     from flcore.harness import gate, prepare_data, score_federated
     from flcore.rounds import QuorumError
     from flcore.simulation import run_federated_simulation
-    from flcore.strategies import build_strategy
 
     attacks = ["none", *[a for a in attacks if a != "none"]]
     policy = policy or scenario.policy
@@ -73,8 +73,7 @@ def run_robustness(
     prepared = prepare_data(scenario, cfg0, data_dir, progress, params, policy)
     splits = prepared.splits
     for cfg in cells.values():  # every cell must be runnable before the first one trains
-        check_attack(cfg, len(splits))
-        build_strategy(cfg, len(splits))
+        check_federation(cfg, len(splits))
     gate(scenario, cfg0, params, prepared.governance, policy)
     task = scenario.make_task(params)
     primary = task.primary_metric
