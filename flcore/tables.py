@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ import pandas as pd
 
 from flcore.exceptions import DataValidationError
 from flcore.files import READ_ERRORS, atomic_write, describe_error, memory_limit, preflight_table
-from flcore.governance import SITE_POLICY_FILE
+from flcore.governance import SITE_POLICY_FILE, site_drop_columns
 
 #: File suffixes read as tables; anything but ``.csv`` is read as Parquet.
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -83,6 +83,55 @@ def table_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in TABLE_SUFFIXES and not p.name.startswith("."))
+
+
+def site_tables(site_dir: Path, site: str, fix: str) -> tuple[list[Path], tuple[str, ...]]:
+    """A site folder's table files and the columns its ``policy.toml`` drops (``drop_columns``).
+
+    Parameters
+    ----------
+    site_dir : Path
+        The site's folder.
+    site : str
+        What a site is ("bank", "hospital"), for the messages.
+    fix : str
+        What to do when the folder holds no table.
+
+    Raises
+    ------
+    DataValidationError
+        When the folder does not exist or holds no ``.csv`` / ``.parquet`` file.
+    """
+    site_dir = Path(site_dir)
+    if not site_dir.is_dir():
+        raise DataValidationError(
+            site_dir, f"the {site} folder does not exist or is not a folder.", f"Pass the {site}'s data folder."
+        )
+    files = table_files(site_dir)
+    if not files:
+        raise DataValidationError(site_dir, f"the {site} folder holds no .csv or .parquet file.", fix)
+    return files, site_drop_columns(site_dir)
+
+
+def stack_tables(
+    parts: Sequence[tuple[Path, np.ndarray, np.ndarray, list[str]]], site: str
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One site's validated tables ``(file, x, y, feature columns)`` as one ``x``, ``y`` and column list.
+
+    Raises
+    ------
+    DataValidationError
+        When a file's feature columns differ from the first file's (names or order).
+    """
+    first, columns = parts[0][0], parts[0][3]
+    for path, _, _, cols in parts[1:]:
+        if cols != columns:
+            raise DataValidationError(
+                path,
+                f"its feature columns differ from those of {first.name}.",
+                f"Every file of a {site} must have the same columns in the same order.",
+            )
+    return np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), columns
 
 
 def normalise_column(name: object) -> str:

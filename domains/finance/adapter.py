@@ -13,12 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from flcore.data import SiteData
-from flcore.exceptions import DataValidationError
-from flcore.governance import site_drop_columns
-from flcore.tables import read_table, table_files, validate_frame
+from flcore.tables import read_table, site_tables, stack_tables, table_files, validate_frame
 
 N_FEATURES = 128
 LABEL = "label"
@@ -51,19 +47,10 @@ class TransactionAdapter:
             Naming the file, the column and the fix, for any breach of the contract.
         """
         site_dir = Path(site_dir)
-        if not site_dir.is_dir():
-            raise DataValidationError(
-                site_dir, "the bank folder does not exist or is not a folder.", "Pass the bank's data folder."
-            )
-        files = table_files(site_dir)
-        if not files:
-            raise DataValidationError(
-                site_dir,
-                "the bank folder holds no .csv or .parquet file.",
-                "Put the bank's transactions in transactions.csv or transactions.parquet.",
-            )
-        drop = site_drop_columns(site_dir)
-        xs, ys, columns = [], [], None
+        files, drop = site_tables(
+            site_dir, "bank", "Put the bank's transactions in transactions.csv or transactions.parquet."
+        )
+        parts = []
         for path in files:
             x, y, cols = validate_frame(
                 read_table(path, _EXPECTED, drop=drop),
@@ -74,19 +61,12 @@ class TransactionAdapter:
                 noun="transaction",
                 site="bank",
             )
-            if columns is not None and cols != columns:
-                raise DataValidationError(
-                    path,
-                    f"its feature columns differ from those of {files[0].name}.",
-                    "Every file of a bank must have the same columns in the same order.",
-                )
-            columns = cols
-            xs.append(x)
-            ys.append(y)
+            parts.append((path, x, y, cols))
+        x_all, y_all, columns = stack_tables(parts, "bank")
         return SiteData(
             site_dir.name,
-            np.concatenate(xs),
-            np.concatenate(ys),
+            x_all,
+            y_all,
             source=str(files[0] if len(files) == 1 else site_dir),
             info={"feature_names": columns, "files": [str(f) for f in files]},
         )

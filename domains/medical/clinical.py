@@ -14,18 +14,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from flcore.data import SiteData
 from flcore.exceptions import DataValidationError
-from flcore.governance import site_drop_columns
 from flcore.tables import (
     CONSENT,
     feature_columns,
     invalid_rows,
     parse_consent,
     read_table,
+    site_tables,
+    stack_tables,
     table_files,
     validate_frame,
 )
@@ -85,19 +85,10 @@ class ClinicalTableAdapter:
             column named like a direct identifier included).
         """
         site_dir = Path(site_dir)
-        if not site_dir.is_dir():
-            raise DataValidationError(
-                site_dir, "the hospital folder does not exist or is not a folder.", "Pass the hospital's data folder."
-            )
-        files = table_files(site_dir)
-        if not files:
-            raise DataValidationError(
-                site_dir,
-                "the hospital folder holds no .csv or .parquet file.",
-                "Put the hospital's clinical table in a .csv or .parquet file inside the folder.",
-            )
-        drop = site_drop_columns(site_dir)
-        xs, ys, columns = [], [], None
+        files, drop = site_tables(
+            site_dir, "hospital", "Put the hospital's clinical table in a .csv or .parquet file inside the folder."
+        )
+        parts = []
         read_total, no_consent, invalid = 0, 0, 0
         consent_recorded = True
         examples: list[str] = []
@@ -124,16 +115,8 @@ class ClinicalTableAdapter:
                 site="hospital",
                 allow_empty=n_read > 0,  # a header-only table is refused; one emptied by filtering is not
             )
-            if columns is not None and cols != columns:
-                raise DataValidationError(
-                    path,
-                    f"its feature columns differ from those of {files[0].name}.",
-                    "Every file of a hospital must have the same columns in the same order.",
-                )
-            columns = cols
-            xs.append(x)
-            ys.append(y)
-        x_all, y_all = np.concatenate(xs), np.concatenate(ys)
+            parts.append((path, x, y, cols))
+        x_all, y_all, columns = stack_tables(parts, "hospital")
         where = files[0] if len(files) == 1 else site_dir
         if len(y_all) == 0:
             raise DataValidationError(
