@@ -4,8 +4,9 @@ The ServerApp first asks every site for feature sums (never rows) to build the
 shared standardisation, then runs the configured strategy from
 :mod:`flcore.strategies`. The ClientApp trains and evaluates the scenario's task on
 its site's data. Both are built by factories for the in-process simulation runner
-(:mod:`flcore.simulation`); the module-level ``server_app`` and ``client_app`` serve
-``flwr run .`` and deployed SuperNodes, configured from the Flower run config.
+(:mod:`flcore.simulation`); the module-level ``client_app`` serves ``flwr run .`` and
+deployed SuperNodes, configured from the Flower run config (the ServerApp Flower loads
+by name is :mod:`flcore.deployed`'s ``server_app``).
 """
 
 from __future__ import annotations
@@ -943,7 +944,6 @@ def make_server_app(plan: FederationPlan, outcome: FederationOutcome) -> ServerA
 # Module-level apps for `flwr run .` and deployed SuperNodes
 # --------------------------------------------------------------------------------------
 
-server_app = ServerApp()
 client_app = make_client_app()
 
 
@@ -967,10 +967,3 @@ def plan_from_run_config(run_config: dict[str, Any]) -> tuple[FederationPlan, Pa
     )
     out = Path(str(run_config.get("out-dir", "runs/flwr-run")))
     return FederationPlan(scenario.name, cfg, params, num_sites), out
-
-
-@server_app.main()
-def _flwr_run_main(grid: Grid, context: Context) -> None:
-    from flcore.deploy import serverapp_main
-
-    serverapp_main(grid, context)

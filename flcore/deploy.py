@@ -16,7 +16,7 @@ Both commands drive Flower's own executables and print each command they run:
   ``clientapp="per-message"`` Flower's own SuperExec starts a fresh
   ``flwr-clientapp`` process, with all its imports, for every message.
 
-The deployed ServerApp (:func:`serverapp_main`) checkpoints every round, writes
+The deployed ServerApp (:mod:`flcore.deployed`) checkpoints every round, writes
 ``results.json`` and the audit trail into the output folder, and reports its
 progress and its end in ``run-status.json`` there, which ``serve`` reads.
 """
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flcore.exceptions import ConfigError, DeploymentError, FlsuiteError, FlsuiteUserError
+from flcore.exceptions import ConfigError, DeploymentError, FlsuiteError
 from flcore.files import write_text_atomic
 
 STATUS_FILE = "run-status.json"
@@ -67,67 +67,8 @@ WORKER_FAILED_EXIT = 6
 # --------------------------------------------------------------------------------------
 
 
-def serverapp_main(grid: Any, context: Any) -> None:
-    """The deployed ServerApp (and ``flwr run``): the federation, checkpoints, results, audit, status.
-
-    Run-config keys beyond the settings: ``scenario``, ``out-dir``,
-    ``num-sites-expected``, ``wait-for-sites`` (seconds), ``policy-file`` (the
-    federation's policy), ``audit-file`` and ``resume-from`` (a checkpoint).
-    """
-    from flcore.app import plan_from_run_config, run_federation
-    from flcore.audit import AuditTrail
-    from flcore.checkpoint import CHECKPOINT_FILE, read_checkpoint
-    from flcore.harness import _round_line
-    from flcore.results import federated_only_results, write_json
-
-    run_config = dict(context.run_config)
-    out = Path(str(run_config.get("out-dir", "runs/flwr-run")))
-    out.mkdir(parents=True, exist_ok=True)
-    status = out / STATUS_FILE
-    try:
-        plan, _ = plan_from_run_config(run_config)
-        task_metric = _primary_metric(plan)
-        progress = out / PROGRESS_FILE
-
-        def say(line: str) -> None:
-            with progress.open("a") as fh:
-                fh.write(line + "\n")
-
-        plan.on_round = _round_line(plan.cfg.num_server_rounds, task_metric, say)
-        plan.checkpoint = out / CHECKPOINT_FILE
-        plan.connect_timeout_s = float(run_config.get("wait-for-sites", plan.connect_timeout_s))
-        if run_config.get("audit-file"):
-            plan.audit = AuditTrail(Path(str(run_config["audit-file"])))
-        if run_config.get("resume-from"):
-            plan.resume = read_checkpoint(Path(str(run_config["resume-from"])))
-            plan.run_id = plan.resume.run_id
-        _write_status(status, "running", run=plan.run_id)
-        outcome = run_federation(grid, plan, context)
-        results = federated_only_results(plan, outcome)
-        results["run_id"] = plan.run_id
-        results["privacy"] = outcome.privacy
-        if plan.audit is not None:
-            last = outcome.monitor.rounds[-1].aggregate_hash if outcome.monitor and outcome.monitor.rounds else None
-            plan.audit.append("run-end", run=plan.run_id, model=last)
-            seq, head = plan.audit.head()
-            results["audit"] = {"path": str(plan.audit.path), "entries": seq, "head": head}
-        write_json(out / RESULTS_FILE, results)
-        _write_status(status, "completed", run=plan.run_id, results=str(out / RESULTS_FILE))
-    except FlsuiteUserError as err:
-        _write_status(status, "failed", error=str(err), exit_code=err.exit_code)
-        raise
-    except BaseException as err:  # recorded in run-status.json, which `serve` reports, then raised on
-        _write_status(status, "failed", error=f"{type(err).__name__}: {err}", exit_code=1)
-        raise
-
-
-def _primary_metric(plan: Any) -> str:
-    from flcore import scenario
-
-    return str(scenario.get(plan.scenario).make_task(plan.params).primary_metric)
-
-
-def _write_status(path: Path, state: str, **fields: Any) -> None:
+def write_status(path: Path, state: str, **fields: Any) -> None:
+    """Write the deployed ServerApp's ``run-status.json`` (``state`` and any fields), whole."""
     from flcore.results import write_json
 
     write_json(path, {"state": state, "time": time.time(), **fields})
@@ -288,7 +229,7 @@ def write_app_project(folder: Path, name: str, config: Mapping[str, Any]) -> Pat
         'publisher = "flsuite"',
         "",
         "[tool.flwr.app.components]",
-        'serverapp = "flcore.app:server_app"',
+        'serverapp = "flcore.deployed:server_app"',
         'clientapp = "flcore.app:client_app"',
         "",
         "[tool.flwr.app.config]",
@@ -1017,7 +958,6 @@ __all__ = [
     "clientapp_worker",
     "join",
     "serve",
-    "serverapp_main",
     "supernode_command",
     "transient_failure",
     "write_app_project",
