@@ -49,6 +49,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
+from flcore.files import describe_error
 from flcore.governance import DEID_OPTIONS, Finding, GovernancePolicy
 
 #: CID 7050 codes (scheme DCM) of the profile and its options, as files declare them in (0012,0064).
@@ -293,11 +294,10 @@ def identifier_findings(ds: Dataset, path: Path | str, rules: DeidRules | None =
 
 def unreadable_finding(path: Path | str, err: BaseException) -> Finding:
     """A file the identifier scan could not read: it may hold identifiers nobody checked."""
-    first = str(err).splitlines()[0][:200] if str(err) else ""
     return Finding(
         str(path),
         "file",
-        f"could not be read as DICOM ({type(err).__name__}{': ' + first if first else ''}), so its header was not "
+        f"could not be read as DICOM ({describe_error(err)}), so its header was not "
         "checked for identifiers; remove it from the folder or replace it with a readable, de-identified copy",
     )
 

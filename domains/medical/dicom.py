@@ -40,7 +40,7 @@ from domains.medical.deid import DeidRules, identifier_findings, unreadable_find
 from domains.medical.pixels import MAX_IMAGE_BYTES, ConstantImageError, decoder_error, image_problem, to_image
 from flcore.data import Problem, SiteData
 from flcore.exceptions import DataValidationError
-from flcore.files import atomic_write
+from flcore.files import atomic_write, describe_error
 from flcore.governance import Finding, GovernancePolicy, site_policy
 from flcore.tables import parse_consent
 
@@ -161,7 +161,7 @@ class DicomAdapter:
         except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
             raise DataValidationError(
                 path,
-                f"the manifest could not be read as CSV ({type(err).__name__}: {str(err).splitlines()[0]}).",
+                f"the manifest could not be read as CSV ({describe_error(err)}).",
                 "Save it as comma-separated UTF-8 text the training user can read.",
             ) from None
         frame.columns = [str(c).strip().lower() for c in frame.columns]
@@ -418,7 +418,7 @@ class DicomAdapter:
                     problem = Problem(
                         str(path),
                         "undecodable",
-                        f"its pixel data could not be decoded ({type(err).__name__}: {str(err).splitlines()[0]}).",
+                        f"its pixel data could not be decoded ({describe_error(err)}).",
                         "Check the file with a DICOM viewer; it may be truncated. Re-export it or remove it.",
                         field="PixelData",
                     )
@@ -476,10 +476,9 @@ def _unreadable(path: Path, err: Exception) -> Problem:
             "the file is not DICOM (no 'DICM' prefix and file meta header).",
             "Remove it from labels.csv, or re-save it with a DICOM tool if it is an old ACR-NEMA file.",
         )
-    first = str(err).splitlines()[0] if str(err) else ""
     return Problem(
         str(path),
         "not_dicom",
-        f"the file could not be read as DICOM ({type(err).__name__}: {first}).",
+        f"the file could not be read as DICOM ({describe_error(err)}).",
         "Check that it is a complete DICOM file (it may be truncated) or remove it from labels.csv.",
     )
