@@ -4,7 +4,7 @@ For K updates of P float32 parameters (K in 10, 100; P in 1e5, 1e6, 1e7) it time
 three things on the same replies:
 
 * ``flower``: Flower's own ``aggregate_arrayrecords`` (what ``FedAvg`` calls), for reference;
-* ``average``: the suite's :func:`flcore.strategies.averaging.weighted_average`, the
+* ``average``: the suite's :func:`flcore.federation.strategies.averaging.weighted_average`, the
   aggregation rule itself;
 * ``server step``: the whole ``aggregate_train`` of the strategy the suite builds for
   ``strategy=fedavg`` (the non-finite screen, then the average, then the metrics).
@@ -31,8 +31,8 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from flcore import keys
 from flcore.config import RunConfig
-from flcore.strategies import build_strategy
-from flcore.strategies.averaging import to_array, weighted_average
+from flcore.federation.strategies import build_strategy
+from flcore.federation.strategies.averaging import to_array, weighted_average
 
 COPY_BYTES = 256 * 2**20
 

@@ -101,7 +101,7 @@ def write_json(path: str | None, figures: dict[str, Any]) -> None:
     """Write ``figures`` and the machine to ``path`` (if given), whole or not at all."""
     if not path:
         return
-    from flcore.files import write_text_atomic
+    from flcore.outputs import write_text_atomic
 
     target = write_text_atomic(path, json.dumps({"machine": machine(), **figures}, indent=2) + "\n")
     print(f"figures written to {target}")

@@ -30,8 +30,8 @@ CODECS = ("none", "float16", "int8")
 def measure(name: str, overrides: dict[str, str]) -> list[dict[str, Any]]:
     """Run the scenario's federated arm once per codec on the same sites; one row per codec."""
     from flcore import scenario as registry
-    from flcore.harness import prepare_data, score_federated
-    from flcore.simulation import run_federated_simulation
+    from flcore.experiment.arms import prepare_data, score_federated
+    from flcore.federation.engines import run_federated_simulation
 
     sc = registry.get(name)
     cfg, params = sc.configure(overrides)

@@ -14,7 +14,7 @@ What it measures
       ``per-message`` (Flower's default: a fresh ``flwr-clientapp`` per message).
 
     Per-round wall times come from each run's results.json round records
-    (``wall_time_s``, flcore/monitor.py RoundRecord), for both paths. Totals are
+    (``wall_time_s``, flcore/federation/monitor.py RoundRecord), for both paths. Totals are
     wall-clock seconds from launching the first process to the last one's exit,
     startup included (for simulation that is the whole ``flsuite run``, whose
     centralised and local-only baselines take a few seconds more; the federated
@@ -49,7 +49,7 @@ from typing import Any
 
 from common import machine, print_machine, write_json
 
-from flcore.deploy import CLIENTAPP_ENV, CLIENTAPP_MODES, free_port, stop_tree
+from flcore.deploy.launcher import CLIENTAPP_ENV, CLIENTAPP_MODES, free_port, stop_tree
 
 BIN = Path(sys.executable).parent
 FLSUITE = str(BIN / "flsuite")

@@ -6,7 +6,7 @@ of devices sampled per round for training and for evaluation, 10% of those
 offline) for a few rounds. It prints the time per round (median over the rounds,
 and the first round apart: it includes the workers' start) and the peak memory
 of the whole process tree (this process, Ray's processes and every simulation
-worker: :class:`flcore.resources.PeakMemory`, RSS and PSS sums), sampled while
+worker: :class:`flcore.experiment.resources.PeakMemory`, RSS and PSS sums), sampled while
 the federation runs. Each size runs in a fresh child process, so one size's
 memory does not carry into the next.
 
@@ -36,9 +36,9 @@ from common import arguments, gib, print_machine, settings, table, write_json
 def one(devices: int, rounds: int, overrides: dict[str, str]) -> dict[str, Any]:
     """Run one fleet size in this process and return its figures."""
     from flcore import scenario as registry
-    from flcore.harness import prepare_data
-    from flcore.resources import PeakMemory
-    from flcore.simulation import run_federated_simulation
+    from flcore.experiment.arms import prepare_data
+    from flcore.experiment.resources import PeakMemory
+    from flcore.federation.engines import run_federated_simulation
 
     sc = registry.get("iot-vibration-fleet")
     cfg, params = sc.configure({"devices": str(devices), "num-server-rounds": str(rounds), **overrides})

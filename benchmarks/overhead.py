@@ -4,7 +4,7 @@ For each scenario (default: finance-five-banks and iot-vibration-fleet, their
 recommended settings) it prepares the sites once, then times side by side, in
 this one run:
 
-* ``federated``: :func:`flcore.simulation.run_federated_simulation`, the suite's
+* ``federated``: :func:`flcore.federation.engines.run_federated_simulation`, the suite's
   federated arm on Flower's simulation engine (Ray start, every ClientApp call,
   the server's strategy and screen, and Ray's shutdown included);
 * ``plain``: one process, no framework: for every round, each site the federation
@@ -45,7 +45,7 @@ def _quiet(_: str) -> None:
 def prepare(name: str, overrides: dict[str, str]) -> tuple[Any, Any, Any, list[Any]]:
     """The scenario, its settings with federated evaluation off, and its prepared sites."""
     from flcore import scenario as registry
-    from flcore.harness import prepare_data
+    from flcore.experiment.arms import prepare_data
 
     sc = registry.get(name)
     cfg, params = sc.configure({"fraction-evaluate": "0", **overrides})
@@ -55,7 +55,7 @@ def prepare(name: str, overrides: dict[str, str]) -> tuple[Any, Any, Any, list[A
 
 def federated(sc: Any, cfg: Any, params: Any, splits: list[Any]) -> tuple[float, Any]:
     """Wall time of the federated arm on the simulation engine, and its outcome."""
-    from flcore.simulation import run_federated_simulation
+    from flcore.federation.engines import run_federated_simulation
 
     with tempfile.TemporaryDirectory(prefix="flsuite-bench-") as work:
         start = time.perf_counter()
@@ -70,7 +70,7 @@ def federated(sc: Any, cfg: Any, params: Any, splits: list[Any]) -> tuple[float,
 
 def weights_for(cfg: Any, sizes: list[float]) -> np.ndarray:
     """The strategy's averaging weights for sites of these sizes."""
-    from flcore.strategies.sizeweighted import size_weights
+    from flcore.federation.strategies.sizeweighted import size_weights
 
     beta = cfg.size_weight_beta if cfg.strategy == "fedavg-sizeweighted" else 0.0
     return size_weights(sizes, beta)
@@ -82,8 +82,8 @@ def plain(
     """Wall time of the same local updates and averages in one process with ``threads`` torch threads."""
     import torch
 
-    from flcore.app import _site_seed
-    from flcore.data import FeatureStats
+    from flcore.data.site import FeatureStats
+    from flcore.federation.app import _site_seed
 
     torch.set_num_threads(threads)
     by_name = {s.name: s for s in splits}

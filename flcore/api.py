@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from flcore.sitecheck import CheckReport
+    from flcore.experiment.sitecheck import CheckReport
 
 _ARMS = ("federated", "centralised", "local_only")
 
@@ -197,7 +197,7 @@ def sweep(
 
 def write_report(*runs: Run | Path | str, out: Path | str | None = None) -> list[Path]:
     """report.md and a self-contained report.html for one run, or a comparison of several (``flsuite report``)."""
-    from flcore import report
+    from flcore.reporting import report
 
     folders = [r.out if isinstance(r, Run) else Path(r) for r in runs]
     target = Path(out) if out is not None else folders[0] if len(folders) == 1 else Path("runs/comparison")
@@ -208,7 +208,7 @@ def check_site(
     domain: str, data: Path | str, *, lenient: bool = False, policy: Path | str | None = None
 ) -> CheckReport:
     """What ``flsuite site check`` finds in a site folder (or a folder of sites): ``.ok``, ``.text()``, per site."""
-    from flcore.sitecheck import check_sites
+    from flcore.experiment.sitecheck import check_sites
 
     return check_sites(domain, Path(data), strict=not lenient, policy_file=Path(policy) if policy else None)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from flcore.config import refuse_attack_outside_simulation
-from flcore.console import ranking_table, seeds_table, summary_table
 from flcore.exceptions import ConfigError, FlsuiteUserError
+from flcore.reporting.console import ranking_table, seeds_table, summary_table
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -46,7 +46,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 def cmd_strategies(args: argparse.Namespace) -> int:
     """`flsuite strategies`: one line per registered strategy, with its paper."""
-    from flcore.strategies import REGISTRY
+    from flcore.federation.strategies import REGISTRY
 
     for name, spec in REGISTRY.items():
         print(f"{name:<22} {spec.summary} [{spec.paper}]")
@@ -109,7 +109,7 @@ def cmd_data_make(args: argparse.Namespace) -> int:
 
 def cmd_site_check(args: argparse.Namespace) -> int:
     """`flsuite site check --domain D --data DIR`: what a site's data office runs before joining."""
-    from flcore.sitecheck import check_sites
+    from flcore.experiment.sitecheck import check_sites
 
     report = check_sites(args.domain, Path(args.data), strict=not args.lenient)
     print(report.text())
@@ -131,8 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.seeds != 1:
         return _run_seeds(args, sc, cfg.seed, out, say)
     results = _run_one(args, sc, cfg, params, resume, out, say)
-    from flcore.results import write_json
-    from flcore.seeds import with_statistics
+    from flcore.experiment.results import write_json
+    from flcore.experiment.seeds import with_statistics
 
     results = with_statistics(results)
     path = write_json(out / "results.json", results)
@@ -156,8 +156,8 @@ def _run_one(
 
     The caller has checked ``out`` first (:func:`_preflight_run`).
     """
-    from flcore.checkpoint import CHECKPOINT_FILE
-    from flcore.harness import run_experiment
+    from flcore.experiment.arms import run_experiment
+    from flcore.federation.checkpoint import CHECKPOINT_FILE
 
     data = Path(args.data) if args.data else None
     if resume is not None and data is None and resume.extra.get("data_dir"):
@@ -185,8 +185,8 @@ def _run_one(
 
 def _run_seeds(args: argparse.Namespace, sc: Any, first: int, out: Path, say: Any) -> int:
     """`--seeds N`: every arm under seeds first..first+N-1, each seed in OUT/seed-S, the summary in OUT."""
-    from flcore.results import write_json
-    from flcore.seeds import run_seeds, seed_list
+    from flcore.experiment.results import write_json
+    from flcore.experiment.seeds import run_seeds, seed_list
 
     seeds = seed_list(first, args.seeds)
 
@@ -221,7 +221,7 @@ def _seed_results(
 ) -> tuple[dict[str, Any] | None, str | None]:
     """A seed folder's results.json (None if absent or unreadable) and why this run cannot reuse it (None if it can)."""
     from flcore.config import to_dict
-    from flcore.results import clean
+    from flcore.experiment.results import clean
 
     file = folder / "results.json"
     if not file.is_file():
@@ -293,8 +293,8 @@ def _preflight_seeds(args: argparse.Namespace, sc: Any, first: int, out: Path) -
     Without ``--force``, a seed folder's finished results may only be reused (same settings and data,
     no ``--fresh``), and the summary ``OUT/results.json`` only rewritten when every seed it lists is reused.
     """
+    from flcore.experiment.seeds import seed_folder, seed_list
     from flcore.outputs import RESULTS, OutputFolderError, check_output_dir, finished_run
-    from flcore.seeds import seed_folder, seed_list
 
     seeds = seed_list(first, args.seeds)
     reused = set()
@@ -337,7 +337,7 @@ def _write_report_after_run(args: argparse.Namespace, out: Path) -> None:
     """`flsuite run` writes report.md and report.html beside results.json unless --no-report."""
     if args.no_report:
         return
-    from flcore.report import write_report
+    from flcore.reporting.report import write_report
 
     paths = write_report([out], out)
     print("report: " + ", ".join(str(p) for p in paths))
@@ -346,7 +346,7 @@ def _write_report_after_run(args: argparse.Namespace, out: Path) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     """`flsuite report RUN_DIR [RUN_DIR ...]`: report.md and a self-contained report.html."""
     from flcore.outputs import check_output_dir
-    from flcore.report import write_report
+    from flcore.reporting.report import write_report
 
     folders = [Path(f) for f in args.run_dirs]
     # One run: its own folder (the folder of a results.json named directly).
@@ -361,7 +361,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """`flsuite sweep SCENARIO --strategies a,b,c --seeds N`: each strategy over the same seeds, ranked."""
     from flcore import scenario
-    from flcore.strategies import get_spec
+    from flcore.federation.strategies import get_spec
 
     sc = scenario.get(args.scenario)
     strategies = list(dict.fromkeys(s.strip() for s in args.strategies.split(",") if s.strip()))
@@ -393,7 +393,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"\n=== strategy {name} ({strategies.index(name) + 1} of {len(strategies)}) ===", flush=True)
         cmd_run(one)
         folders.append(out / name)
-    from flcore.report import build_report, save_report
+    from flcore.reporting.report import build_report, save_report
 
     report = build_report(folders)
     paths = save_report(report, out)
@@ -406,9 +406,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_robustness(args: argparse.Namespace) -> int:
     """`flsuite robustness SCENARIO`: strategies against simulated attacks, one table."""
     from flcore import scenario
-    from flcore.governance import load_policy
+    from flcore.experiment.robustness import run_robustness, table_markdown, write_robustness
+    from flcore.governance.policy import load_policy
     from flcore.outputs import check_output_dir
-    from flcore.robustness import run_robustness, table_markdown, write_robustness
 
     sc = scenario.get(args.scenario)
     values = _run_values(args)  # --strategies, not --strategy: each cell sets its own
@@ -429,7 +429,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 def _configured(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """Scenario, settings and parameters of `run`/`serve`; with ``--resume``, the checkpoint's and the checkpoint."""
     from flcore import scenario
-    from flcore.strategies import get_spec
+    from flcore.federation.strategies import get_spec
 
     sc = scenario.get(args.scenario)
     values = _run_values(args)
@@ -443,7 +443,7 @@ def _configured(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
 def _resumed_values(sc: Any, args: argparse.Namespace, values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The checkpoint to resume and its settings; settings given on the command line must agree with them."""
-    from flcore.checkpoint import RESUME_EXEMPT, CheckpointError, read_checkpoint
+    from flcore.federation.checkpoint import RESUME_EXEMPT, CheckpointError, read_checkpoint
 
     ckpt = read_checkpoint(args.resume)
     if ckpt.scenario != sc.name:
@@ -475,7 +475,7 @@ def _resumed_values(sc: Any, args: argparse.Namespace, values: dict[str, Any]) -
 
 def _refuse_to_overwrite(out: Path, args: argparse.Namespace) -> None:
     """A new run must not overwrite the checkpoint of an unfinished one (it would lose it, and its run id)."""
-    from flcore.checkpoint import CHECKPOINT_FILE, CheckpointError, read_checkpoint
+    from flcore.federation.checkpoint import CHECKPOINT_FILE, CheckpointError, read_checkpoint
 
     if args.resume or args.fresh or not (out / CHECKPOINT_FILE).is_file():
         return
@@ -493,7 +493,7 @@ def _refuse_to_overwrite(out: Path, args: argparse.Namespace) -> None:
 
 def _resume_folder(args: argparse.Namespace) -> Path | None:
     """The output folder of the run being resumed (``--resume`` names it or its checkpoint file)."""
-    from flcore.checkpoint import find_checkpoint
+    from flcore.federation.checkpoint import find_checkpoint
 
     return find_checkpoint(args.resume).parent if args.resume else None
 
@@ -508,8 +508,8 @@ def to_dict_pair(sc: Any, values: dict[str, Any]) -> dict[str, Any]:
 
 def _governance_args(sc: Any, args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
     """The federation's policy (``--policy`` over the domain's defaults) and the audit trail."""
-    from flcore.audit import AuditTrail
-    from flcore.governance import load_policy
+    from flcore.governance.audit import AuditTrail
+    from flcore.governance.policy import load_policy
 
     policy = load_policy(args.policy, sc.policy) if args.policy else sc.policy
     if args.policy and policy.ledger != sc.policy.ledger:
@@ -523,7 +523,7 @@ def _governance_args(sc: Any, args: argparse.Namespace, out: Path) -> tuple[Any,
 
 def cmd_certs_init(args: argparse.Namespace) -> int:
     """`flsuite certs init --out DIR --sites a,b,c`: a pilot CA, the SuperLink's certificate, one key per site."""
-    from flcore.certs import init_certs
+    from flcore.deploy.certs import init_certs
     from flcore.outputs import check_output_dir
 
     out = check_output_dir(args.out, what="the certificates and keys")
@@ -543,11 +543,11 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """`flsuite serve SCENARIO --certs DIR`: SuperLink with TLS and site authentication, then the ServerApp."""
-    from flcore.checkpoint import find_checkpoint
     from flcore.config import to_dict
-    from flcore.deploy import ServeOptions, serve
-    from flcore.governance import load_policy
-    from flcore.siteguard import resolve_privacy
+    from flcore.deploy.launcher import ServeOptions, serve
+    from flcore.federation.checkpoint import find_checkpoint
+    from flcore.governance.policy import load_policy
+    from flcore.governance.siteguard import resolve_privacy
 
     sc, cfg, params, resume = _configured(args)
     refuse_attack_outside_simulation(cfg)
@@ -578,7 +578,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_site_join(args: argparse.Namespace) -> int:
     """`flsuite site join`: the site check, then a SuperNode serving this site's data under its policy."""
-    from flcore.deploy import JoinOptions, join
+    from flcore.deploy.launcher import JoinOptions, join
 
     options = JoinOptions(
         superlink=args.superlink,
@@ -597,7 +597,7 @@ def cmd_site_join(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """`flsuite audit verify FILE`: check the hash chain; name the first altered, removed or inserted entry."""
-    from flcore.audit import format_report, verify
+    from flcore.governance.audit import format_report, verify
 
     path = Path(args.file)
     where = "the audit trail is written to OUT/audit.jsonl by flsuite run, or to the file given with --audit"
@@ -628,7 +628,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_policy_show(args: argparse.Namespace) -> int:
     """`flsuite policy show --domain D [--policy FILE]`: the effective policy as TOML (a template for sites)."""
     from flcore import scenario
-    from flcore.governance import load_policy, policy_toml
+    from flcore.governance.policy import load_policy, policy_toml
 
     found = [sc for sc in scenario.available().values() if sc.domain == args.domain]
     if not found:
@@ -643,8 +643,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """`flsuite plan SCENARIO [--set ...] [--approve POLICY]`: show a training plan, or approve it for a site."""
     from flcore import scenario
     from flcore.config import to_dict
-    from flcore.governance import approve_plan, load_policy, plan_hash, training_plan
-    from flcore.siteguard import resolve_privacy
+    from flcore.governance.policy import approve_plan, load_policy, plan_hash, training_plan
+    from flcore.governance.siteguard import resolve_privacy
 
     sc = scenario.get(args.scenario)
     cfg, params = sc.configure(_run_values(args))

@@ -20,7 +20,7 @@ from flcore.exceptions import ConfigError
 
 T = TypeVar("T")
 
-#: Simulated misbehaviour of attacking sites (see :mod:`flcore.attacks`).
+#: Simulated misbehaviour of attacking sites (see :mod:`flcore.federation.mods.attack`).
 ATTACKS = ("none", "scale", "sign-flip", "noise", "nan", "inf")
 #: What ``flsuite robustness`` compares by default: strategies, and the attacks each faces.
 ROBUSTNESS_STRATEGIES = ("fedavg", "fedtrimmedavg", "fedmedian", "krum", "multikrum")

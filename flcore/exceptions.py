@@ -55,7 +55,7 @@ class UnknownNameError(FlsuiteUserError):
 class GovernanceError(FlsuiteUserError):
     """A run breaks a governance rule; it is refused before any training.
 
-    ``refusals`` holds the :class:`flcore.governance.Refusal` of every rule broken.
+    ``refusals`` holds the :class:`flcore.governance.policy.Refusal` of every rule broken.
     """
 
     def __init__(self, message: str, refusals: Sequence[Any] = ()) -> None:
@@ -115,7 +115,7 @@ class QuorumError(FlsuiteUserError):
 class TooFewUpdates(FlsuiteError):
     """Fewer usable updates than the screen's quorum: the round was not aggregated.
 
-    :func:`flcore.rounds.run_rounds` turns it into a :class:`~flcore.rounds.QuorumError`
+    :func:`flcore.federation.rounds.run_rounds` turns it into a :class:`~flcore.federation.rounds.QuorumError`
     that also names the sites that did not answer.
 
     Parameters

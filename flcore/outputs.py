@@ -1,10 +1,14 @@
-"""Pre-flight checks of output folders and files: refuse a bad ``--out`` before any work, creating nothing."""
+"""Outputs: every file the suite writes is written whole or not at all; a bad ``--out`` is refused before any work."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 from flcore.exceptions import OutputFolderError
 
@@ -184,3 +188,66 @@ def _check_creatable(path: Path, found: Path, expected: str, option: str) -> Non
             f"{option} {path} cannot be created: this user cannot write to {found}, its nearest existing folder. "
             f"{expected}. Choose another {option} under a folder you can write to, or make {found} writable."
         )
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path | str, mode: str = "w", *, permissions: int = 0o644) -> Iterator[IO[Any]]:
+    """Write ``path`` whole or not at all: what a reader (or a crash) sees is the old file or the new one.
+
+    The content goes to a temporary file with a unique name beside ``path`` (two
+    writers never share one), is flushed and synced to disk, gets ``permissions``,
+    and is renamed over ``path``; the folder is synced so the rename survives a crash.
+    On any error the temporary file is removed and ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : Path or str
+        The file to write (its folder is created if missing).
+    mode : {"w", "wb"}
+        Text (UTF-8) or binary.
+    permissions : int
+        The new file's mode bits (0o600 for files only their owner should read).
+
+    Yields
+    ------
+    file object
+        Open for writing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, permissions)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _sync_folder(path.parent)
+
+
+def write_text_atomic(path: Path | str, text: str, *, permissions: int = 0o644) -> Path:
+    """Write ``text`` to ``path`` with :func:`atomic_write`; returns the path."""
+    with atomic_write(path, "w", permissions=permissions) as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Sync a folder's entries to disk (a rename is durable only then); best effort where it is not supported."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a folder; the rename itself is still atomic
+    finally:
+        os.close(fd)

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from flcore.config import RunConfig, apply_settings, check_attack, settings_of, validate
-from flcore.data import DomainAdapter, SiteData, SiteSplit, split_site
+from flcore.data.site import DomainAdapter, SiteData, SiteSplit, split_site
 from flcore.exceptions import ConfigError, UnknownNameError
-from flcore.governance import GovernancePolicy
-from flcore.task import Task
+from flcore.governance.policy import GovernancePolicy
+from flcore.learning.task import Task
 
 ENTRY_POINT_GROUP = "flsuite.scenarios"
 

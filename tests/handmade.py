@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flcore.results import write_json
-from flcore.seeds import seed_folder, summary_document, with_statistics
+from flcore.experiment.results import write_json
+from flcore.experiment.seeds import seed_folder, summary_document, with_statistics
 
 METRIC = "roc_auc"
 SITES = ("hospital-a", "hospital-b", "hospital-c")

@@ -3,7 +3,7 @@
 Fast enough to run whole federations in unit tests; nodes can be taken down to
 play dropouts, as a SuperLink does for a node that stopped answering.
 
-:func:`in_process_simulation` stands in for ``flcore.simulation.run_federated_simulation``
+:func:`in_process_simulation` stands in for ``flcore.federation.engines.run_federated_simulation``
 (monkeypatch it) to run the CLI and the harness end to end without Ray.
 """
 
@@ -20,10 +20,10 @@ from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid
 
 if TYPE_CHECKING:
-    from flcore.app import FederationOutcome
     from flcore.config import RunConfig
-    from flcore.data import SiteSplit
-    from flcore.siteguard import SiteGovernance
+    from flcore.data.site import SiteSplit
+    from flcore.federation.app import FederationOutcome
+    from flcore.governance.siteguard import SiteGovernance
 
 
 class LocalGrid(Grid):
@@ -82,14 +82,14 @@ class LocalGrid(Grid):
 
 def save_splits(splits: list[Any], root: Path) -> list[str]:
     """Write prepared site splits under ``root`` as the simulation does; their paths, in order."""
-    from flcore.simulation import save_splits as write
+    from flcore.federation.engines import save_splits as write
 
     return write(splits, root)
 
 
 def federation_grid(paths: list[str], governance: list[Any], *, simulate_attack: bool = False) -> LocalGrid:
     """A LocalGrid of the suite's ClientApp, virtual node ``i`` serving the split ``paths[i]``."""
-    from flcore.app import make_client_app, prepared_governance, prepared_site_loader
+    from flcore.federation.app import make_client_app, prepared_governance, prepared_site_loader
 
     app = make_client_app(
         load_site=prepared_site_loader(paths),
@@ -114,13 +114,13 @@ def in_process_simulation(
     resume: Any = None,
     meta: dict[str, Any] | None = None,
 ) -> FederationOutcome:
-    """flcore.simulation.run_federated_simulation without Ray: the same apps, on the in-process LocalGrid.
+    """flcore.federation.engines.run_federated_simulation without Ray: the same apps, on the in-process LocalGrid.
 
     Takes the same arguments, so the round callback, audit trail and checkpoint
     behave as under the simulation engine.
     """
-    from flcore.app import run_federation
-    from flcore.simulation import prepare_federation
+    from flcore.federation.app import run_federation
+    from flcore.federation.engines import prepare_federation
 
     paths, governance, plan = prepare_federation(
         scenario,
@@ -142,7 +142,7 @@ def in_process_simulation(
 
 
 class RecordingEngine:
-    """Stands in for flcore.simulation.run_federated_simulation and records (strategy, seed) per federation."""
+    """Stands in for flcore.federation.engines.run_federated_simulation and records (strategy, seed) per federation."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
@@ -163,7 +163,7 @@ def recording_engine(cache: Path) -> Iterator[RecordingEngine]:
     import pytest
     from flwr.supercore.task_identity import TaskIdentity
 
-    from flcore import simulation
+    from flcore.federation import engines as simulation
 
     fake = RecordingEngine()
     with pytest.MonkeyPatch.context() as mp:

@@ -1,4 +1,4 @@
-"""Every registered adapter passes the same bad-file checks (flcore.adapter_checks), as scikit-learn's estimators do."""
+"""Every registered adapter passes the same bad-file checks (flcore.checks.adapter), as scikit-learn's estimators do."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pydicom
 import pytest
 
 from flcore import scenario
-from flcore.adapter_checks import PLANTED, AdapterCase, adapter_checks, check_id
+from flcore.checks.adapter import PLANTED, AdapterCase, adapter_checks, check_id
 
 
 def _first_site(scenario_name: str, folder: Path, **options: object) -> None:

@@ -8,8 +8,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp.strategy import FedAvg
 
 from flcore import keys
-from flcore.monitor import FederationMonitor, nan_aware_average
-from flcore.strategies.sizeweighted import FedAvgSizeWeighted, size_weights, weighted_average
+from flcore.federation.monitor import FederationMonitor, nan_aware_average
+from flcore.federation.strategies.sizeweighted import FedAvgSizeWeighted, size_weights, weighted_average
 
 pytestmark = pytest.mark.usefixtures("flower_task")
 

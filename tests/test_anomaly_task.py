@@ -8,11 +8,12 @@ import pytest
 from domains.iot.config import IotParams
 from domains.iot.models import SpectralAutoencoder
 from domains.iot.scenario import make_task
-from flcore import keys, metrics
+from flcore import keys
 from flcore.config import RunConfig
-from flcore.data import FeatureStats, SiteData, SiteSplit
-from flcore.harness import score_arm
-from flcore.task import AnomalyDetectionTask
+from flcore.data.site import FeatureStats, SiteData, SiteSplit
+from flcore.experiment.arms import score_arm
+from flcore.learning import metrics
+from flcore.learning.task import AnomalyDetectionTask
 
 
 def normal_and_anomalous(n: int = 400, d: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flcore.files import atomic_write, write_text_atomic
+from flcore.outputs import atomic_write, write_text_atomic
 
 
 def test_written_whole_with_the_requested_permissions(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Simulated attacks (flcore.attacks), the server's screen of non-finite updates, and robustness runs."""
+"""Simulated attacks (flcore.federation.mods.attack), the server's screen of non-finite updates, and robustness runs."""
 
 from __future__ import annotations
 
@@ -15,15 +15,22 @@ from flwr.serverapp.strategy import Strategy
 from localgrid import in_process_simulation
 
 from flcore import keys
-from flcore.app import FederationOutcome
-from flcore.attacks import ATTACKERS, attack_arrays, attack_mod, choose_attackers, describe, perturbation
-from flcore.compression import PACKED, CompressedUpdates, compression_mod
 from flcore.config import RunConfig, apply_settings, check_attack, to_json
-from flcore.data import FeatureStats, SiteData
+from flcore.data.site import FeatureStats, SiteData
 from flcore.exceptions import ConfigError
-from flcore.strategies import REGISTRY, build_strategy
-from flcore.strategies.screen import ScreenedUpdates, update_problem
-from flcore.xgb import XGBoostModel, XGBoostTask, booster_from_bytes, booster_record, perturb_leaves, record_bytes
+from flcore.federation.app import FederationOutcome
+from flcore.federation.codecs import PACKED, CompressedUpdates, compression_mod
+from flcore.federation.mods.attack import ATTACKERS, attack_arrays, attack_mod, choose_attackers, describe, perturbation
+from flcore.federation.strategies import REGISTRY, build_strategy
+from flcore.federation.strategies.screen import ScreenedUpdates, update_problem
+from flcore.learning.xgb import (
+    XGBoostModel,
+    XGBoostTask,
+    booster_from_bytes,
+    booster_record,
+    perturb_leaves,
+    record_bytes,
+)
 
 BANKS = ["bank_a", "bank_b", "bank_c", "bank_d", "bank_e"]
 #: Strategies that aggregate weight arrays (the fedxgb ones merge boosters).
@@ -580,8 +587,9 @@ def test_nan_from_every_bank_stops_the_run_before_the_model_changes(
 def test_robustness_table_for_two_strategies_under_sign_flip(
     small_banks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flcore import scenario, simulation
-    from flcore.robustness import run_robustness, write_robustness
+    from flcore import scenario
+    from flcore.experiment.robustness import run_robustness, write_robustness
+    from flcore.federation import engines as simulation
 
     # Four federations through Ray take minutes on two cores; the same ServerApp and ClientApp
     # (attack mod, screen, strategies) run in-process here. The Ray path is covered by the CLI runs.

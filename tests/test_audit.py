@@ -1,4 +1,4 @@
-"""Tests of the tamper-evident audit trail (flcore.audit)."""
+"""Tests of the tamper-evident audit trail (flcore.governance.audit)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flcore.audit import GENESIS, AuditError, AuditTrail, digest, digest_bytes, format_report, verify
 from flcore.exceptions import FlsuiteUserError
+from flcore.governance.audit import GENESIS, AuditError, AuditTrail, digest, digest_bytes, format_report, verify
 
 
 def make_trail(path: Path, n: int = 4) -> AuditTrail:
@@ -137,7 +137,7 @@ def test_swapped_entries(tmp_path: Path) -> None:
 
 
 def test_forged_entry_with_recomputed_hash_breaks_next_link(tmp_path: Path) -> None:
-    from flcore.audit import _entry_hash, canonical
+    from flcore.governance.audit import _entry_hash, canonical
 
     path = tmp_path / "audit.jsonl"
     make_trail(path, 4)

@@ -11,9 +11,9 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from flcore import keys
 from flcore.config import RunConfig
-from flcore.strategies import averaging, build_strategy
-from flcore.strategies.averaging import FedAvg, array_view, to_array, weighted_average, with_fast_average
-from flcore.strategies.screen import update_problem
+from flcore.federation.strategies import averaging, build_strategy
+from flcore.federation.strategies.averaging import FedAvg, array_view, to_array, weighted_average, with_fast_average
+from flcore.federation.strategies.screen import update_problem
 
 pytestmark = pytest.mark.usefixtures("flower_task")
 

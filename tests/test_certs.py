@@ -1,4 +1,4 @@
-"""Tests of the pilot PKI (flcore.certs): files, formats, validation and a real TLS handshake."""
+"""Tests of the pilot PKI (flcore.deploy.certs): files, formats, validation and a real TLS handshake."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from flcore import certs
-from flcore.certs import CertBundle, check_server_cert, init_certs, load_bundle, public_key_line
+from flcore.deploy import certs
+from flcore.deploy.certs import CertBundle, check_server_cert, init_certs, load_bundle, public_key_line
 from flcore.exceptions import ConfigError, FlsuiteUserError
 
 

@@ -11,12 +11,12 @@ import pytest
 from localgrid import LocalGrid, federation_grid, save_splits
 
 from flcore import scenario
-from flcore.app import (
+from flcore.experiment.arms import prepare_data
+from flcore.federation.app import (
     FederationPlan,
     run_federation,
 )
-from flcore.audit import AuditTrail, verify
-from flcore.checkpoint import (
+from flcore.federation.checkpoint import (
     Checkpoint,
     CheckpointError,
     capture_strategy,
@@ -24,10 +24,10 @@ from flcore.checkpoint import (
     restore_strategy,
     write_checkpoint,
 )
-from flcore.harness import prepare_data
-from flcore.rounds import QuorumError
-from flcore.siteguard import SiteGovernance, split_facts
-from flcore.strategies import build_strategy
+from flcore.federation.rounds import QuorumError
+from flcore.federation.strategies import build_strategy
+from flcore.governance.audit import AuditTrail, verify
+from flcore.governance.siteguard import SiteGovernance, split_facts
 
 pytestmark = pytest.mark.usefixtures("flower_task")
 
@@ -45,7 +45,7 @@ def banks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, list[str]
 
 
 def _grid(cfg: Any, paths: list[str]) -> LocalGrid:
-    from flcore.app import load_split
+    from flcore.federation.app import load_split
 
     govs = [SiteGovernance(load_split(Path(p)).name, SC.policy, None, split_facts(load_split(Path(p)))) for p in paths]
     return federation_grid(paths, govs)
@@ -290,7 +290,7 @@ def test_resume_accepts_the_same_settings_spelled_differently_and_operational_ch
 
 
 def test_the_ledger_keeps_a_runs_dp_steps(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from flcore.ledger import PrivacyLedger
+    from flcore.governance.ledger import PrivacyLedger
 
     ledger = PrivacyLedger(tmp_path / "ledger.json", "bank_a")
     assert ledger.reserve("r1", 1.0, 1e-5, "sha256:x", "dp")

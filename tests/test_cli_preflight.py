@@ -42,7 +42,10 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("work started although the command should have been refused first")
 
-    from flcore import deploy, harness, report, robustness
+    from flcore.deploy import launcher as deploy
+    from flcore.experiment import arms as harness
+    from flcore.experiment import robustness
+    from flcore.reporting import report
 
     monkeypatch.setattr(harness, "run_experiment", fail)
     monkeypatch.setattr(robustness, "run_robustness", fail)
@@ -199,7 +202,7 @@ def test_run_refuses_a_folder_with_finished_results(
 def test_serve_refuses_finished_results_unless_forced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from flcore import deploy
+    from flcore.deploy import launcher as deploy
 
     served: list[Any] = []
     monkeypatch.setattr(deploy, "serve", lambda opts, say: served.append(opts) or 0)
@@ -217,9 +220,10 @@ def test_serve_refuses_finished_results_unless_forced(
 def test_an_unfinished_run_still_points_at_resume_and_resume_continues_in_its_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from flcore import harness, scenario
-    from flcore.checkpoint import CHECKPOINT_FILE, Checkpoint, write_checkpoint
+    from flcore import scenario
     from flcore.config import to_dict
+    from flcore.experiment import arms as harness
+    from flcore.federation.checkpoint import CHECKPOINT_FILE, Checkpoint, write_checkpoint
 
     cfg, params = scenario.get(SC).configure({"num-server-rounds": 3})
     out = tmp_path / "out"
@@ -303,9 +307,10 @@ def test_seeds_reuse_finished_seeds_but_refuse_to_overwrite_others(
 def test_sweep_checks_every_strategy_before_the_first_and_passes_force(
     tmp_path: Path, no_work: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from flcore import cli, report, scenario
+    from flcore import cli, scenario
     from flcore.config import to_dict
-    from flcore.results import clean
+    from flcore.experiment.results import clean
+    from flcore.reporting import report
 
     cfg, params = scenario.get(SC).configure({"strategy": "fedprox", "num-server-rounds": 1})
     config, params = (json.loads(json.dumps(clean(to_dict(obj)))) for obj in (cfg, params))
@@ -421,7 +426,7 @@ def test_audit_verify_missing_file_is_exit_2_not_a_broken_chain(
 def test_audit_verify_folder_and_unreadable_file_are_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from flcore.audit import AuditTrail
+    from flcore.governance.audit import AuditTrail
 
     path = tmp_path / "audit.jsonl"
     AuditTrail(path).append("test", note="x")

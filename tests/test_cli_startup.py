@@ -10,8 +10,7 @@ HEAVY = ("torch", "flwr", "sklearn", "xgboost", "pandas", "pydicom", "flcore.sce
 
 def test_the_parser_imports_nothing_heavy() -> None:
     code = (
-        "import sys, flcore.cli; flcore.cli.build_parser(); "
-        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+        f"import sys, flcore.cli; flcore.cli.build_parser(); print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

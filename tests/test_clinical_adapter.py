@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from domains.medical.clinical import ClinicalTableAdapter
+from flcore.data.tables import parse_consent
 from flcore.exceptions import DataValidationError
-from flcore.tables import parse_consent
 
 
 def make_patients(n: int = 12, seed: int = 0, consent: bool = True) -> pd.DataFrame:

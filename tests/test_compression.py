@@ -10,7 +10,7 @@ from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from flwr.serverapp.strategy import FedAvg
 
 from flcore import keys
-from flcore.compression import (
+from flcore.federation.codecs import (
     CODECS,
     LAYOUT,
     PACKED,
@@ -22,7 +22,7 @@ from flcore.compression import (
     encode,
     quantize_int8,
 )
-from flcore.monitor import message_bytes
+from flcore.federation.monitor import message_bytes
 
 # --------------------------------------------------------------------------------------
 # int8 and float16 on flat vectors

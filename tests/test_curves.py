@@ -1,4 +1,4 @@
-"""Per-round curves of the baselines (flcore.harness.Curve): scoring after each round never changes training."""
+"""Per-round curves of the baselines (flcore.experiment.arms.Curve): scoring after each round never changes training."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 
 from flcore import scenario
 from flcore.config import RunConfig, apply_settings
-from flcore.data import FeatureStats, SiteData, SiteSplit
-from flcore.harness import CURVE_DEFINITION, Curve, prepare_data
-from flcore.xgb import XGBoostTask, booster_bytes
+from flcore.data.site import FeatureStats, SiteData, SiteSplit
+from flcore.experiment.arms import CURVE_DEFINITION, Curve, prepare_data
+from flcore.learning.xgb import XGBoostTask, booster_bytes
 
 # --------------------------------------------------------------------------------------
 # Curve on a stand-in task: which rounds are scored, and how sites are weighted

@@ -17,10 +17,10 @@ from pydicom.sequence import Sequence
 from domains.medical.deid import DeidRules, identifier_findings, profile_action, text_problem
 from domains.medical.dicom import DicomAdapter
 from domains.medical.scenario import IMAGING
-from flcore.audit import verify
 from flcore.cli import main
-from flcore.governance import Finding, GovernanceError, GovernancePolicy, open_findings
-from flcore.harness import gate, prepare_data
+from flcore.experiment.arms import gate, prepare_data
+from flcore.governance.audit import verify
+from flcore.governance.policy import Finding, GovernanceError, GovernancePolicy, open_findings
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 PIXELS = np.arange(256, dtype=np.uint16).reshape(16, 16) + 1000

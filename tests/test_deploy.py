@@ -21,9 +21,9 @@ from typing import Any
 import psutil
 import pytest
 
-from flcore.audit import verify
-from flcore.checkpoint import read_checkpoint
-from flcore.deploy import REFUSED_EXIT, free_port, listening, process_tree
+from flcore.deploy.launcher import REFUSED_EXIT, free_port, listening, process_tree
+from flcore.federation.checkpoint import read_checkpoint
+from flcore.governance.audit import verify
 
 pytestmark = pytest.mark.deploy
 

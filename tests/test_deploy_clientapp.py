@@ -21,7 +21,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from flcore.deploy import CLIENTAPP_ENV, JoinOptions, check_join, free_port, process_tree, stop_tree, supernode_command
+from flcore.deploy.launcher import (
+    CLIENTAPP_ENV,
+    JoinOptions,
+    check_join,
+    free_port,
+    process_tree,
+    stop_tree,
+    supernode_command,
+)
 from flcore.exceptions import ConfigError
 
 pytestmark = pytest.mark.deploy

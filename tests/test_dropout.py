@@ -11,10 +11,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.common.constant import ErrorCode
 
 from flcore import keys
-from flcore.app import RUN_JSON, dropout_draw, dropout_mod
 from flcore.config import RunConfig, to_json
-from flcore.harness import participation
-from flcore.monitor import FederationMonitor, RoundRecord
+from flcore.experiment.arms import participation
+from flcore.federation.app import RUN_JSON, dropout_draw, dropout_mod
+from flcore.federation.monitor import FederationMonitor, RoundRecord
 
 pytestmark = pytest.mark.usefixtures("flower_task")
 

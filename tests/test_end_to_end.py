@@ -9,7 +9,7 @@ import pytest
 
 from domains.finance.scenario import make_data
 from flcore.cli import main
-from flcore.results import validate_results
+from flcore.experiment.results import validate_results
 
 
 @pytest.fixture(scope="module")

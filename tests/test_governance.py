@@ -15,11 +15,13 @@ from domains.medical.clinical import ClinicalTableAdapter
 from domains.medical.governance import DEFAULT_POLICY
 from domains.medical.scenario import CLINICAL
 from domains.medical.synthetic import write_clinical
-from flcore.audit import AuditTrail
 from flcore.cli import main
 from flcore.config import to_dict
 from flcore.exceptions import ConfigError, DataValidationError
-from flcore.governance import (
+from flcore.experiment.arms import gate, prepare_data
+from flcore.governance.audit import AuditTrail
+from flcore.governance.ledger import PrivacyLedger
+from flcore.governance.policy import (
     SITE_POLICY_FILE,
     Finding,
     GovernanceError,
@@ -31,9 +33,7 @@ from flcore.governance import (
     plan_hash,
     training_plan,
 )
-from flcore.harness import gate, prepare_data
-from flcore.ledger import PrivacyLedger
-from flcore.siteguard import SiteGovernance, admit, resolve_privacy, run_facts
+from flcore.governance.siteguard import SiteGovernance, admit, resolve_privacy, run_facts
 
 
 def quiet(_: str) -> None:
@@ -510,7 +510,7 @@ def test_site_gate_reserves_once_and_refuses_past_the_budget(tmp_path: Path) -> 
 
 
 def test_simulation_stops_when_a_site_refuses_even_if_the_coordinator_did_not_check(tmp_path: Path) -> None:
-    from flcore.simulation import run_federated_simulation
+    from flcore.federation.engines import run_federated_simulation
 
     data = clinical_data(tmp_path / "data")
     cfg, params = CLINICAL.configure({"num-server-rounds": "1", "local-epochs": "1"})
@@ -643,8 +643,8 @@ def test_the_budget_check_and_the_reservation_are_one_step(tmp_path: Path) -> No
 
 
 def test_client_dp_accounts_for_the_sites_flower_really_samples() -> None:
-    from flcore.strategies import build_strategy
-    from flcore.strategies.dp import ClientLevelDp
+    from flcore.federation.strategies import build_strategy
+    from flcore.federation.strategies.dp import ClientLevelDp
 
     cfg = CLINICAL.configure({"privacy": "client-dp", "fraction-train": "0.2", "min-sites": "2"})[0]
     cfg = resolve_privacy(cfg, DEFAULT_POLICY)

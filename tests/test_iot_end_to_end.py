@@ -14,9 +14,9 @@ from domains.iot.config import IotParams
 from domains.iot.scenario import make_task
 from flcore import keys
 from flcore.cli import main
-from flcore.data import FeatureStats
-from flcore.monitor import message_bytes
-from flcore.results import validate_results
+from flcore.data.site import FeatureStats
+from flcore.experiment.results import validate_results
+from flcore.federation.monitor import message_bytes
 
 DEVICES = 10
 
@@ -109,7 +109,7 @@ def test_a_flat_lined_device_stops_the_run_before_anything_is_written(fleet: Pat
 
 def test_lenient_mode_leaves_out_an_unusable_device(fleet: Path, tmp_path: Path) -> None:
     from domains.iot.scenario import SCENARIO
-    from flcore.harness import load_sites
+    from flcore.experiment.arms import load_sites
 
     data = tmp_path / "fleet"
     shutil.copytree(fleet, data)

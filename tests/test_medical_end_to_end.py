@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flcore.cli import main
-from flcore.results import validate_results
+from flcore.experiment.results import validate_results
 
 
 @pytest.fixture(scope="module")

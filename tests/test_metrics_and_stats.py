@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flcore.data import FeatureStats, SiteData, split_site
-from flcore.metrics import binary_metrics, recall_at_fpr
+from flcore.data.site import FeatureStats, SiteData, split_site
+from flcore.learning.metrics import binary_metrics, recall_at_fpr
 
 
 def test_recall_at_fpr_hand_computed() -> None:

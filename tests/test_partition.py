@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flcore.data import SiteData
+from flcore.data.partition import dirichlet_label_skew, quantity_skew, repartition
+from flcore.data.site import SiteData
 from flcore.exceptions import ConfigError
-from flcore.partition import dirichlet_label_skew, quantity_skew, repartition
 
 
 def _covers_once(parts: list[np.ndarray], n: int) -> bool:

@@ -17,11 +17,12 @@ import torch
 from domains.medical.scenario import CLINICAL, make_clinical_task
 from domains.medical.synthetic import write_clinical
 from flcore.cli import main
-from flcore.data import FeatureStats, SiteData
-from flcore.governance import SITE_POLICY_FILE, GovernanceError
-from flcore.harness import gate, prepare_data
-from flcore.ledger import LedgerError, PrivacyLedger
-from flcore.privacy import (
+from flcore.data.site import FeatureStats, SiteData
+from flcore.experiment.arms import gate, prepare_data
+from flcore.governance.ledger import LedgerError, PrivacyLedger
+from flcore.governance.policy import SITE_POLICY_FILE, GovernanceError
+from flcore.governance.siteguard import resolve_privacy
+from flcore.learning.privacy import (
     SAMPLE_ACCOUNTANT,
     ClientDpPlan,
     DpSgd,
@@ -30,7 +31,6 @@ from flcore.privacy import (
     sample_rate_for,
     steps_per_epoch,
 )
-from flcore.siteguard import resolve_privacy
 
 HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]
 

@@ -15,11 +15,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.serverapp.strategy import FedAvg
 
 from flcore import keys
-from flcore.compression import LAYOUT, PACKED, CompressedUpdates, compression_mod, encode
 from flcore.config import RunConfig, apply_settings
-from flcore.rounds import QuorumError, run_rounds
-from flcore.strategies import build_strategy
-from flcore.strategies.screen import ScreenedUpdates, TooFewUpdates
+from flcore.federation.codecs import LAYOUT, PACKED, CompressedUpdates, compression_mod, encode
+from flcore.federation.rounds import QuorumError, run_rounds
+from flcore.federation.strategies import build_strategy
+from flcore.federation.strategies.screen import ScreenedUpdates, TooFewUpdates
 
 pytestmark = pytest.mark.usefixtures("flower_task")
 
@@ -376,12 +376,12 @@ def test_nan_attackers_below_the_quorum_stop_a_federation_resumably(tmp_path: Pa
     from localgrid import federation_grid, save_splits
 
     from flcore import scenario
-    from flcore.app import FederationPlan, load_split, run_federation
-    from flcore.audit import AuditTrail
-    from flcore.checkpoint import read_checkpoint
-    from flcore.harness import prepare_data
-    from flcore.monitor import arrays_digest
-    from flcore.siteguard import SiteGovernance, split_facts
+    from flcore.experiment.arms import prepare_data
+    from flcore.federation.app import FederationPlan, load_split, run_federation
+    from flcore.federation.checkpoint import read_checkpoint
+    from flcore.federation.monitor import arrays_digest
+    from flcore.governance.audit import AuditTrail
+    from flcore.governance.siteguard import SiteGovernance, split_facts
 
     sc = scenario.get("finance-five-banks")
     cfg, params = sc.configure({"num-server-rounds": 3, "local-epochs": 1, "strategy": "fedavg", "batch-size": 64})
@@ -451,13 +451,13 @@ def _http_error(status: int, text: str = "") -> httpx.HTTPStatusError:
     ],
 )
 def test_worker_sorts_transient_from_permanent_failures(err: Exception, transient: bool) -> None:
-    from flcore.deploy import transient_failure
+    from flcore.deploy.launcher import transient_failure
 
     assert transient_failure(err) is transient
 
 
 def test_worker_failures_are_logged_at_once_then_every_30_s_and_bounded() -> None:
-    from flcore.deploy import WorkerFailures
+    from flcore.deploy.launcher import WorkerFailures
 
     now = [0.0]
     lines: list[str] = []
@@ -521,7 +521,7 @@ def _worker(monkeypatch: pytest.MonkeyPatch, runtime: FakeRuntime, **kwargs: Any
     import flwr.supercore.runtime
     import psutil
 
-    from flcore.deploy import WorkerFailures, clientapp_worker
+    from flcore.deploy.launcher import WorkerFailures, clientapp_worker
 
     class Factory:
         @staticmethod
@@ -548,7 +548,7 @@ def test_worker_retries_a_starting_supernode_saying_so_once(monkeypatch: pytest.
 
 
 def test_worker_gives_up_at_once_on_a_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flcore.deploy import WORKER_FAILED_EXIT
+    from flcore.deploy.launcher import WORKER_FAILED_EXIT
 
     runtime = FakeRuntime([_http_error(401, "unauthorized"), None])
     code, lines = _worker(monkeypatch, runtime)
@@ -559,7 +559,7 @@ def test_worker_gives_up_at_once_on_a_refusal(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_worker_gives_up_after_failing_without_a_break(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flcore.deploy import WORKER_FAILED_EXIT
+    from flcore.deploy.launcher import WORKER_FAILED_EXIT
 
     runtime = FakeRuntime([httpx.ConnectError("refused")] * 1000)
     code, lines = _worker(monkeypatch, runtime, give_up_after_s=0.2)
@@ -568,7 +568,7 @@ def test_worker_gives_up_after_failing_without_a_break(monkeypatch: pytest.Monke
 
 
 def test_worker_that_cannot_import_the_clientapp_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flcore.deploy import WORKER_FAILED_EXIT
+    from flcore.deploy.launcher import WORKER_FAILED_EXIT
 
     runtime = FakeRuntime([])
     code, lines = _worker(monkeypatch, runtime, preload=("flcore_no_such_module",))
@@ -582,7 +582,7 @@ def test_site_join_stops_when_its_worker_gives_up_instead_of_restarting_it(
 ) -> None:
     import subprocess
 
-    from flcore import deploy
+    from flcore.deploy import launcher as deploy
 
     started: list[list[str]] = []
 
@@ -623,8 +623,9 @@ def test_krum_under_nan_loses_its_quorum_and_the_robustness_table_says_so(
     from localgrid import in_process_simulation
 
     from domains.finance.scenario import make_data
-    from flcore import scenario, simulation
-    from flcore.robustness import run_robustness
+    from flcore import scenario
+    from flcore.experiment.robustness import run_robustness
+    from flcore.federation import engines as simulation
 
     make_data(tmp_path / "banks", seed=0, scale=0.15)
     monkeypatch.setattr(simulation, "run_federated_simulation", in_process_simulation)
@@ -645,7 +646,7 @@ def test_krum_under_nan_loses_its_quorum_and_the_robustness_table_says_so(
 
 
 def test_robustness_records_a_cell_that_lost_its_quorum() -> None:
-    from flcore.robustness import _stopped_cell, table_csv, table_markdown
+    from flcore.experiment.robustness import _stopped_cell, table_csv, table_markdown
 
     cfg = apply_settings(RunConfig(), {"strategy": "krum", "attack": "nan", "attack-sites": 1})
     err = QuorumError(1, 5, 5, [], "Round 1: only 4 of 5 sampled sites sent a usable update", {"bank_a": "NaN"})
@@ -676,13 +677,13 @@ def test_robustness_records_a_cell_that_lost_its_quorum() -> None:
 
 
 def test_a_booster_nested_too_deeply_is_a_problem_not_a_crash() -> None:
-    from flcore.xgb import booster_problem
+    from flcore.learning.xgb import booster_problem
 
     assert booster_problem(b"[" * 100_000) == "not XGBoost JSON (nested too deeply)"
 
 
 def test_report_names_sites_of_an_unknown_scenario_plainly() -> None:
-    from flcore.report import site_noun
+    from flcore.reporting.report import site_noun
 
     assert site_noun("no-such-scenario") == "site"
     assert site_noun("finance-five-banks") == "bank"

@@ -1,4 +1,4 @@
-"""Run folders and reports (flcore.seeds, flcore.report, `flsuite report`) from hand-made per-seed results.
+"""Run folders and reports (flcore.experiment.seeds, flcore.reporting.report, `flsuite report`) from hand-made seeds.
 
 The folders are written as ``flsuite run --seeds N`` writes them (each seed's
 results.json, then the summary with their SHA-256); every number the report
@@ -18,8 +18,8 @@ import pytest
 from handmade import simple_run, write_seeds_folder, write_single_folder
 
 from flcore.cli import main
-from flcore.results import validate_results, write_json
-from flcore.seeds import RunFolderError, file_sha256, read_run_folder
+from flcore.experiment.results import validate_results, write_json
+from flcore.experiment.seeds import RunFolderError, file_sha256, read_run_folder
 
 SVG = "http://www.w3.org/2000/svg"
 XLINK = "http://www.w3.org/1999/xlink"

@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from flcore.results import schema, validate_results, write_json
+from flcore.experiment.results import schema, validate_results, write_json
 
 
 def test_schema_is_valid_draft_2020_12() -> None:

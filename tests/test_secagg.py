@@ -10,9 +10,9 @@ import pytest
 from flcore import scenario
 from flcore.config import RunConfig
 from flcore.exceptions import ConfigError
-from flcore.harness import prepare_data
-from flcore.secagg import check_secagg
-from flcore.simulation import run_federated_simulation
+from flcore.experiment.arms import prepare_data
+from flcore.federation.engines import run_federated_simulation
+from flcore.federation.mods.secagg import check_secagg
 
 
 def test_secagg_refuses_what_it_cannot_serve() -> None:

@@ -19,9 +19,9 @@ import pytest
 from localgrid import RecordingEngine, recording_engine
 
 from flcore.cli import main
-from flcore.results import clean, validate_results
-from flcore.seeds import file_sha256
-from flcore.stats import summarise
+from flcore.experiment.results import clean, validate_results
+from flcore.experiment.seeds import file_sha256
+from flcore.experiment.stats import summarise
 
 ARMS = ("federated", "centralised", "local_only")
 

@@ -1,4 +1,4 @@
-"""Statistics over seeds (flcore.stats): intervals, paired tests, Holm, convergence, summaries and rankings.
+"""Statistics over seeds (flcore.experiment.stats): intervals, paired tests, Holm, convergence, summaries and rankings.
 
 Every expected value is worked out by hand from Student's t table and the
 closed form of its distribution function (for an even number of degrees of
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from handmade import make_run
 
-from flcore.stats import curve_of, holm, interval, paired, rank, rounds_to, summarise, t_quantile
+from flcore.experiment.stats import curve_of, holm, interval, paired, rank, rounds_to, summarise, t_quantile
 
 T2 = 4.30265273  # t(0.975, 2 degrees of freedom)
 T4 = 2.77644511  # t(0.975, 4 degrees of freedom)

@@ -11,7 +11,7 @@ from flwr.serverapp.strategy import Strategy
 
 from flcore.config import RunConfig, apply_settings
 from flcore.exceptions import ConfigError, UnknownNameError
-from flcore.strategies import REGISTRY, build_strategy, get_spec
+from flcore.federation.strategies import REGISTRY, build_strategy, get_spec
 
 pytestmark = pytest.mark.usefixtures("flower_task")
 

@@ -11,8 +11,8 @@ from conftest import make_transactions
 
 from domains.finance.adapter import TransactionAdapter
 from domains.medical.clinical import ClinicalTableAdapter
+from flcore.data.tables import describe_value, identifier_kind, normalise_column, read_table
 from flcore.exceptions import DataValidationError
-from flcore.tables import describe_value, identifier_kind, normalise_column, read_table
 
 PLANTED = "Zebediah Quux"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flcore.data import SiteData, split_site
-from flcore.metrics import operating_point, youden_threshold
+from flcore.data.site import SiteData, split_site
+from flcore.learning.metrics import operating_point, youden_threshold
 
 
 def test_youden_threshold_by_hand() -> None:

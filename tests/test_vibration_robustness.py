@@ -15,8 +15,8 @@ from domains.iot import synthetic
 from domains.iot.features import SpectralFeatures
 from domains.iot.quality import clipping
 from domains.iot.vibration import VibrationAdapter
-from flcore import files
 from flcore.cli import main
+from flcore.data import files
 from flcore.exceptions import DataValidationError
 
 FS = 12_800

@@ -13,10 +13,10 @@ from flwr.serverapp.strategy import Strategy
 from flcore import keys
 from flcore import scenario as registry
 from flcore.config import RunConfig, apply_settings
-from flcore.data import FeatureStats, SiteData
+from flcore.data.site import FeatureStats, SiteData
 from flcore.exceptions import ConfigError
-from flcore.strategies import build_strategy
-from flcore.xgb import (
+from flcore.federation.strategies import build_strategy
+from flcore.learning.xgb import (
     XGBoostModel,
     XGBoostTask,
     booster_bytes,
@@ -331,7 +331,7 @@ def test_model_xgboost_brings_its_own_defaults() -> None:
 def test_cli_run_with_xgboost(tmp_path: Path) -> None:
     from domains.finance.scenario import make_data
     from flcore.cli import main
-    from flcore.results import validate_results
+    from flcore.experiment.results import validate_results
 
     data = tmp_path / "banks"
     make_data(data, seed=0, scale=0.15)

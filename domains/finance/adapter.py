@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flcore.data import SiteData
-from flcore.tables import read_table, site_tables, stack_tables, table_files, validate_frame
+from flcore.data.site import SiteData
+from flcore.data.tables import read_table, site_tables, stack_tables, table_files, validate_frame
 
 N_FEATURES = 128
 LABEL = "label"

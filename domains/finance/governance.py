@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flcore.governance import GovernancePolicy
+from flcore.governance.policy import GovernancePolicy
 
 #: A bank must contribute at least 100 transactions with at least one fraud case;
 #: fewer cannot be scored and reveal too much about individual customers.

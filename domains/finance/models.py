@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from flcore.models import TabularMLP
+from flcore.learning.models import TabularMLP
 
 
 class FraudMLP(TabularMLP):
     """The fraud MLP: 128 standardised transaction features -> hidden layers -> one fraud logit.
 
-    See :class:`flcore.models.TabularMLP` for the parameters; defaults are the
+    See :class:`flcore.learning.models.TabularMLP` for the parameters; defaults are the
     recommended ones (64, 32 hidden units, dropout 0.1).
     """

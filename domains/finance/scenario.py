@@ -9,11 +9,11 @@ from domains.finance.config import RECOMMENDED_RUN, RECOMMENDED_XGBOOST_RUN, Fin
 from domains.finance.governance import DEFAULT_POLICY
 from domains.finance.models import FraudMLP
 from domains.finance.synthetic import FinanceSynthConfig, make_banks, write_banks
-from flcore.data import FeatureStats
+from flcore.data.site import FeatureStats
 from flcore.exceptions import ConfigError
+from flcore.learning.task import BinaryClassificationTask
+from flcore.learning.xgb import XGBoostTask
 from flcore.scenario import Scenario
-from flcore.task import BinaryClassificationTask
-from flcore.xgb import XGBoostTask
 
 
 def make_data(out: Path, seed: int = 0, scale: float = 1.0, file_format: str | None = None) -> list[Path]:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flcore.tables import write_table
+from flcore.data.tables import write_table
 
 N_FEATURES = 128
 FEATURE_COLUMNS = [f"f{i:03d}" for i in range(N_FEATURES)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flcore.governance import GovernancePolicy
+from flcore.governance.policy import GovernancePolicy
 
 #: Vibration telemetry carries no personal data: no consent or de-identification
 #: rule applies. A device takes part with at least 8 windows (about two seconds of

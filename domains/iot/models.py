@@ -7,8 +7,8 @@ import itertools
 import torch
 from torch import nn
 
-from flcore.data import FeatureStats
-from flcore.training import Standardize
+from flcore.data.site import FeatureStats
+from flcore.learning.training import Standardize
 
 
 class SpectralAutoencoder(nn.Module):

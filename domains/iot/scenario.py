@@ -9,10 +9,10 @@ from domains.iot.governance import DEFAULT_POLICY
 from domains.iot.models import SpectralAutoencoder
 from domains.iot.synthetic import write_fleet
 from domains.iot.vibration import VibrationAdapter, split_device
-from flcore.data import FeatureStats
+from flcore.data.site import FeatureStats
 from flcore.exceptions import ConfigError
+from flcore.learning.task import AnomalyDetectionTask
 from flcore.scenario import Scenario
-from flcore.task import AnomalyDetectionTask
 
 
 def make_data(

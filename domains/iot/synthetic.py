@@ -47,9 +47,9 @@ import numpy as np
 import pandas as pd
 from scipy import signal
 
+from flcore.data.tables import write_table
 from flcore.exceptions import FlsuiteError
-from flcore.files import atomic_write, write_text_atomic
-from flcore.tables import write_table
+from flcore.outputs import atomic_write, write_text_atomic
 
 #: Seconds per recording (a condition-monitoring snapshot).
 RECORDING_SECONDS = 1.0

@@ -39,9 +39,7 @@ import pandas as pd
 from domains.iot.features import SpectralFeatures
 from domains.iot.quality import clipping, longest_constant_run
 from flcore.config import RunConfig
-from flcore.data import Problem, SiteData, SiteSplit
-from flcore.exceptions import DataValidationError
-from flcore.files import (
+from flcore.data.files import (
     DEFAULT_MAX_BYTES,
     READ_ERRORS,
     describe_error,
@@ -51,7 +49,9 @@ from flcore.files import (
     preflight_table,
     regular_file,
 )
-from flcore.tables import describe_value
+from flcore.data.site import Problem, SiteData, SiteSplit
+from flcore.data.tables import describe_value
+from flcore.exceptions import DataValidationError
 
 METADATA = "device.json"
 LABELS = "labels.csv"

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from flcore.data import SiteData
-from flcore.exceptions import DataValidationError
-from flcore.tables import (
+from flcore.data.site import SiteData
+from flcore.data.tables import (
     CONSENT,
     feature_columns,
     invalid_rows,
@@ -29,6 +28,7 @@ from flcore.tables import (
     table_files,
     validate_frame,
 )
+from flcore.exceptions import DataValidationError
 
 LABEL = "label"
 _EXPECTED = f"Write a header with the numeric feature columns and a '{LABEL}' column, then one row per patient."

@@ -49,8 +49,8 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-from flcore.files import describe_error
-from flcore.governance import DEID_OPTIONS, Finding, GovernancePolicy
+from flcore.data.files import describe_error
+from flcore.governance.policy import DEID_OPTIONS, Finding, GovernancePolicy
 
 #: CID 7050 codes (scheme DCM) of the profile and its options, as files declare them in (0012,0064).
 OPTION_CODES = {

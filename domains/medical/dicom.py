@@ -38,11 +38,12 @@ from pydicom.errors import InvalidDicomError
 
 from domains.medical.deid import DeidRules, identifier_findings, unreadable_finding
 from domains.medical.pixels import MAX_IMAGE_BYTES, ConstantImageError, decoder_error, image_problem, to_image
-from flcore.data import Problem, SiteData
+from flcore.data.files import describe_error
+from flcore.data.site import Problem, SiteData
+from flcore.data.tables import parse_consent
 from flcore.exceptions import DataValidationError
-from flcore.files import atomic_write, describe_error
-from flcore.governance import Finding, GovernancePolicy, site_policy
-from flcore.tables import parse_consent
+from flcore.governance.policy import Finding, GovernancePolicy, site_policy
+from flcore.outputs import atomic_write
 
 MANIFEST = "labels.csv"
 NOT_DICOM_SUFFIXES = frozenset(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flcore.governance import GovernancePolicy
+from flcore.governance.policy import GovernancePolicy
 
 #: A hospital takes part only with at least 20 consented records including at least
 #: one positive, with no direct identifier in any DICOM header. The privacy budget

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from flcore.data import FeatureStats
-from flcore.models import TabularMLP
+from flcore.data.site import FeatureStats
+from flcore.learning.models import TabularMLP
 
 
 class IntensityNorm(nn.Module):
@@ -79,5 +79,5 @@ def augment_images(batch: torch.Tensor, gen: torch.Generator, max_shift: int = 4
 class ClinicalMLP(TabularMLP):
     """A clinical risk score: standardised clinical features -> small MLP -> one logit.
 
-    See :class:`flcore.models.TabularMLP` for the parameters.
+    See :class:`flcore.learning.models.TabularMLP` for the parameters.
     """

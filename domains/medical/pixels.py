@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 
-from flcore.data import Problem
+from flcore.data.files import DEFAULT_MAX_BYTES, check_claimed_size, format_bytes, memory_limit
+from flcore.data.site import Problem
 from flcore.exceptions import DataValidationError
-from flcore.files import DEFAULT_MAX_BYTES, check_claimed_size, format_bytes, memory_limit
 
 #: Window (center, width) used when a file names none: CT soft tissue; other
 #: modalities use the image's 0.5-99.5 percentile range.

@@ -17,10 +17,10 @@ from domains.medical.dicom import DicomAdapter
 from domains.medical.governance import DEFAULT_POLICY
 from domains.medical.models import ClinicalMLP, LesionCNN, augment_images
 from domains.medical.synthetic import write_clinical, write_hospitals
-from flcore.data import FeatureStats
+from flcore.data.site import FeatureStats
 from flcore.exceptions import ConfigError
+from flcore.learning.task import BinaryClassificationTask
 from flcore.scenario import Scenario
-from flcore.task import BinaryClassificationTask
 
 
 def make_imaging_data(

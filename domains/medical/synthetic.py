@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from flcore.tables import write_table
+from flcore.data.tables import write_table
 
 LABELS = "labels.csv"
 

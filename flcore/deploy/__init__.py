@@ -1,0 +1,1 @@
+"""Deployment on partner sites: the SuperLink and SuperNode launcher, their processes, the worker, certificates."""

@@ -1,0 +1,1 @@
+"""Experiments: preparing sites, running the arms, scoring, results.json, seeds, statistics, robustness, site checks."""

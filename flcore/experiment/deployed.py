@@ -1,0 +1,84 @@
+"""The deployed ServerApp (``flsuite serve``, ``flwr run .``): the federation, checkpoints, results, audit, status.
+
+Flower loads :data:`server_app` by name (``[tool.flwr.app.components]`` of the app
+project ``flsuite serve`` submits, or of this repository's pyproject for ``flwr run``).
+It runs the federation from the run config, checkpoints every round, writes
+``results.json`` and the audit trail into the output folder, and reports its progress
+and its end in ``run-status.json`` there, which ``flsuite serve`` reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from flcore import scenario
+from flcore.deploy.launcher import PROGRESS_FILE, RESULTS_FILE, STATUS_FILE, write_status
+from flcore.exceptions import FlsuiteUserError
+from flcore.experiment.arms import _round_line
+from flcore.experiment.results import federated_only_results, write_json
+from flcore.federation.app import plan_from_run_config, run_federation
+from flcore.federation.checkpoint import CHECKPOINT_FILE, read_checkpoint
+from flcore.governance.audit import AuditTrail
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def _flwr_run_main(grid: Grid, context: Context) -> None:
+    serverapp_main(grid, context)
+
+
+def serverapp_main(grid: Any, context: Any) -> None:
+    """The deployed ServerApp (and ``flwr run``): the federation, checkpoints, results, audit, status.
+
+    Run-config keys beyond the settings: ``scenario``, ``out-dir``,
+    ``num-sites-expected``, ``wait-for-sites`` (seconds), ``policy-file`` (the
+    federation's policy), ``audit-file`` and ``resume-from`` (a checkpoint).
+    """
+    run_config = dict(context.run_config)
+    out = Path(str(run_config.get("out-dir", "runs/flwr-run")))
+    out.mkdir(parents=True, exist_ok=True)
+    status = out / STATUS_FILE
+    try:
+        plan, _ = plan_from_run_config(run_config)
+        task_metric = _primary_metric(plan)
+        progress = out / PROGRESS_FILE
+
+        def say(line: str) -> None:
+            with progress.open("a") as fh:
+                fh.write(line + "\n")
+
+        plan.on_round = _round_line(plan.cfg.num_server_rounds, task_metric, say)
+        plan.checkpoint = out / CHECKPOINT_FILE
+        plan.connect_timeout_s = float(run_config.get("wait-for-sites", plan.connect_timeout_s))
+        if run_config.get("audit-file"):
+            plan.audit = AuditTrail(Path(str(run_config["audit-file"])))
+        if run_config.get("resume-from"):
+            plan.resume = read_checkpoint(Path(str(run_config["resume-from"])))
+            plan.run_id = plan.resume.run_id
+        write_status(status, "running", run=plan.run_id)
+        outcome = run_federation(grid, plan, context)
+        results = federated_only_results(plan, outcome)
+        results["run_id"] = plan.run_id
+        results["privacy"] = outcome.privacy
+        if plan.audit is not None:
+            last = outcome.monitor.rounds[-1].aggregate_hash if outcome.monitor and outcome.monitor.rounds else None
+            plan.audit.append("run-end", run=plan.run_id, model=last)
+            seq, head = plan.audit.head()
+            results["audit"] = {"path": str(plan.audit.path), "entries": seq, "head": head}
+        write_json(out / RESULTS_FILE, results)
+        write_status(status, "completed", run=plan.run_id, results=str(out / RESULTS_FILE))
+    except FlsuiteUserError as err:
+        write_status(status, "failed", error=str(err), exit_code=err.exit_code)
+        raise
+    except BaseException as err:  # recorded in run-status.json, which `serve` reports, then raised on
+        write_status(status, "failed", error=f"{type(err).__name__}: {err}", exit_code=1)
+        raise
+
+
+def _primary_metric(plan: Any) -> str:
+    return str(scenario.get(plan.scenario).make_task(plan.params).primary_metric)
