@@ -16,9 +16,6 @@ Run: ``.venv/bin/python benchmarks/communication.py [--scenarios iot-vibration-f
 
 from __future__ import annotations
 
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
 from common import arguments, print_machine, settings, table, write_json
@@ -30,8 +27,8 @@ CODECS = ("none", "float16", "int8")
 def measure(name: str, overrides: dict[str, str]) -> list[dict[str, Any]]:
     """Run the scenario's federated arm once per codec on the same sites; one row per codec."""
     from flcore import scenario as registry
-    from flcore.experiment.arms import prepare_data, score_federated
-    from flcore.federation.engines import run_federated_simulation
+    from flcore.experiment.federate import federate
+    from flcore.experiment.prepare import prepare_data
 
     sc = registry.get(name)
     cfg, params = sc.configure(overrides)
@@ -41,13 +38,9 @@ def measure(name: str, overrides: dict[str, str]) -> list[dict[str, Any]]:
     rows = []
     for codec in CODECS:
         cfg_c, params_c = sc.configure({**overrides, "update-compression": codec})
-        with tempfile.TemporaryDirectory(prefix="flsuite-comm-") as work:
-            start = time.perf_counter()
-            outcome = run_federated_simulation(sc.name, cfg_c, params_c, splits, Path(work))
-            seconds = time.perf_counter() - start
+        outcome, score = federate(sc, cfg_c, params_c, splits)
         recs = outcome.monitor.rounds
         n = max(1, len(recs))
-        score = score_federated(sc.make_task(params_c), splits, outcome, cfg_c.seed)
         rows.append(
             {
                 "scenario": name,
@@ -59,7 +52,7 @@ def measure(name: str, overrides: dict[str, str]) -> list[dict[str, Any]]:
                 "all_bytes_per_round": sum(r.bytes_sent + r.bytes_received for r in recs) / n,
                 "metric": primary,
                 "final_metric": score["union"].get(primary),
-                "wall_time_s": seconds,
+                "wall_time_s": score["wall_time_s"],
             }
         )
     base = rows[0]

@@ -21,8 +21,8 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_files
 from pydicom.errors import InvalidDicomError
 
-from domains.medical.deid import identifier_findings
-from domains.medical.pixels import image_problem
+from domains.medical.adapters.deid import identifier_findings
+from domains.medical.adapters.pixels import image_problem
 
 
 def main() -> None:

@@ -49,7 +49,8 @@ from typing import Any
 
 from common import machine, print_machine, write_json
 
-from flcore.deploy.launcher import CLIENTAPP_ENV, CLIENTAPP_MODES, free_port, stop_tree
+from flcore.deploy.join import CLIENTAPP_ENV, CLIENTAPP_MODES
+from flcore.deploy.processes import free_port, stop_tree
 
 BIN = Path(sys.executable).parent
 FLSUITE = str(BIN / "flsuite")

@@ -25,9 +25,7 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from common import arguments, gib, print_machine, settings, table, write_json
@@ -36,19 +34,18 @@ from common import arguments, gib, print_machine, settings, table, write_json
 def one(devices: int, rounds: int, overrides: dict[str, str]) -> dict[str, Any]:
     """Run one fleet size in this process and return its figures."""
     from flcore import scenario as registry
-    from flcore.experiment.arms import prepare_data
+    from flcore.experiment.federate import federate
+    from flcore.experiment.prepare import prepare_data
     from flcore.experiment.resources import PeakMemory
-    from flcore.federation.engines import run_federated_simulation
 
     sc = registry.get("iot-vibration-fleet")
     cfg, params = sc.configure({"devices": str(devices), "num-server-rounds": str(rounds), **overrides})
     start = time.perf_counter()
     splits = prepare_data(sc, cfg, None, lambda _: None, params).splits
     prepare_s = time.perf_counter() - start
-    with tempfile.TemporaryDirectory(prefix="flsuite-fleet-") as work, PeakMemory(interval_s=0.2) as memory:
-        start = time.perf_counter()
-        outcome = run_federated_simulation(sc.name, cfg, params, splits, Path(work))
-        total_s = time.perf_counter() - start
+    with PeakMemory(interval_s=0.2) as memory:
+        outcome, arm = federate(sc, cfg, params, splits)
+    total_s = arm["wall_time_s"]
     recs = outcome.monitor.rounds
     per_round = [r.wall_time_s for r in recs]
     return {

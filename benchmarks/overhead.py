@@ -4,9 +4,9 @@ For each scenario (default: finance-five-banks and iot-vibration-fleet, their
 recommended settings) it prepares the sites once, then times side by side, in
 this one run:
 
-* ``federated``: :func:`flcore.federation.engines.run_federated_simulation`, the suite's
-  federated arm on Flower's simulation engine (Ray start, every ClientApp call,
-  the server's strategy and screen, and Ray's shutdown included);
+* ``federated``: :func:`flcore.experiment.federate.federate`, the suite's federated
+  arm on Flower's simulation engine (Ray start, every ClientApp call, the server's
+  strategy and screen, and Ray's shutdown included; the final model's scoring not);
 * ``plain``: one process, no framework: for every round, each site the federation
   trained in that round (read from its history, so the same sites, in the same
   number) starts from the global model, runs the same ``task.fit`` with the same
@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +43,7 @@ def _quiet(_: str) -> None:
 def prepare(name: str, overrides: dict[str, str]) -> tuple[Any, Any, Any, list[Any]]:
     """The scenario, its settings with federated evaluation off, and its prepared sites."""
     from flcore import scenario as registry
-    from flcore.experiment.arms import prepare_data
+    from flcore.experiment.prepare import prepare_data
 
     sc = registry.get(name)
     cfg, params = sc.configure({"fraction-evaluate": "0", **overrides})
@@ -55,12 +53,11 @@ def prepare(name: str, overrides: dict[str, str]) -> tuple[Any, Any, Any, list[A
 
 def federated(sc: Any, cfg: Any, params: Any, splits: list[Any]) -> tuple[float, Any]:
     """Wall time of the federated arm on the simulation engine, and its outcome."""
-    from flcore.federation.engines import run_federated_simulation
+    from flcore.experiment.federate import federate
 
-    with tempfile.TemporaryDirectory(prefix="flsuite-bench-") as work:
-        start = time.perf_counter()
-        outcome = run_federated_simulation(sc.name, cfg, params, splits, Path(work))
-        end = time.perf_counter()
+    start = time.perf_counter()
+    outcome, arm = federate(sc, cfg, params, splits)
+    end = start + arm["wall_time_s"]  # the federation's end; its scoring comes after
     rounds = outcome.monitor.rounds
     # The monitor's round records share this process's clock (the ServerApp runs in a thread here).
     outcome.before_rounds_s = rounds[0].started - start
@@ -83,7 +80,7 @@ def plain(
     import torch
 
     from flcore.data.site import FeatureStats
-    from flcore.federation.app import _site_seed
+    from flcore.federation.clientapp import _site_seed
 
     torch.set_num_threads(threads)
     by_name = {s.name: s for s in splits}

@@ -24,6 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flcore.cli import build_parser
+from flcore.commands.run import cmd_run
+from flcore.commands.sweep import cmd_sweep
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -128,6 +132,7 @@ def run(
     force: bool = False,
     report: bool = True,
     quiet: bool = True,
+    engine: str = "simulation",
 ) -> Run:
     """Run a scenario's three arms (federated, centralised, local-only), as ``flsuite run`` does.
 
@@ -153,15 +158,16 @@ def run(
         Write report.md and report.html beside results.json.
     quiet : bool
         Print only the summary.
+    engine : str
+        Who runs the federated arm: ``"simulation"`` (Flower's simulation engine, on
+        Ray) or ``"inprocess"`` (the same apps in this process, no Ray).
 
     Raises
     ------
     flcore.exceptions.FlsuiteUserError
         For bad data, settings or folders, and governance refusals, before any training.
     """
-    from flcore.cli import cmd_run
-
-    argv = [scenario, "--seeds", str(seeds), *_common(out, seed, rounds, settings, policy)]
+    argv = [scenario, "--seeds", str(seeds), *_common(out, seed, rounds, settings, policy, engine)]
     argv += [*(["--data", str(data)] if data is not None else []), *(["--strategy", strategy] if strategy else [])]
     argv += [*(["--force"] if force else []), *([] if report else ["--no-report"]), *(["--quiet"] if quiet else [])]
     args = _parse("run", argv)
@@ -182,12 +188,17 @@ def sweep(
     policy: Path | str | None = None,
     force: bool = False,
     quiet: bool = True,
+    engine: str = "simulation",
 ) -> dict[str, Run]:
-    """Run each strategy over the same seeds and rank them (``flsuite sweep``); the runs by strategy."""
-    from flcore.cli import cmd_sweep
+    """Run each strategy over the same seeds and rank them (``flsuite sweep``); the runs by strategy.
 
+    The arguments are those of :func:`run`, with ``strategies`` in place of ``strategy``.
+    """
     argv = [scenario, "--strategies", ",".join(strategies), "--seeds", str(seeds)]
-    argv += [*_common(out, seed, rounds, settings, policy), *(["--data", str(data)] if data is not None else [])]
+    argv += [
+        *_common(out, seed, rounds, settings, policy, engine),
+        *(["--data", str(data)] if data is not None else []),
+    ]
     argv += [*(["--force"] if force else []), *(["--quiet"] if quiet else [])]
     args = _parse("sweep", argv)
     cmd_sweep(args)
@@ -219,8 +230,10 @@ def _common(
     rounds: int | None,
     settings: Mapping[str, Any] | None,
     policy: Path | str | None,
+    engine: str,
 ) -> list[str]:
     argv = [*(["--out", str(out)] if out is not None else []), *(["--seed", str(seed)] if seed is not None else [])]
+    argv += ["--engine", engine]
     argv += [*(["--rounds", str(rounds)] if rounds is not None else []), *(["--policy", str(policy)] if policy else [])]
     for key, value in (settings or {}).items():
         argv += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
@@ -228,6 +241,4 @@ def _common(
 
 
 def _parse(command: str, argv: list[str]) -> Any:
-    from flcore.cli import build_parser
-
     return build_parser().parse_args([command, *argv])

@@ -55,7 +55,7 @@ class UnknownNameError(FlsuiteUserError):
 class GovernanceError(FlsuiteUserError):
     """A run breaks a governance rule; it is refused before any training.
 
-    ``refusals`` holds the :class:`flcore.governance.policy.Refusal` of every rule broken.
+    ``refusals`` holds the :class:`flcore.governance.rules.Refusal` of every rule broken.
     """
 
     def __init__(self, message: str, refusals: Sequence[Any] = ()) -> None:
@@ -156,3 +156,40 @@ class RunFolderError(FlsuiteUserError):
 
 class OutputFolderError(FlsuiteUserError):
     """An output folder or file cannot be used: it is a file, not writable, or holds a finished run's results."""
+
+
+# -- conformance checks (flcore.checks): a plug-in that breaks its contract ---------------------
+
+
+class ConformanceError(AssertionError):
+    """A plug-in failed one or more conformance checks of its contract.
+
+    Parameters
+    ----------
+    subject : str
+        What was checked (``strategy fedavg``, ``scenario medical-clinical``).
+    failures : list of str
+        One line per failed check: the check's name and what went wrong.
+    """
+
+    def __init__(self, subject: str, failures: list[str]) -> None:
+        self.subject = subject
+        self.failures = list(failures)
+        lines = "\n".join(f"  - {line}" for line in self.failures)
+        super().__init__(f"{subject} fails {len(self.failures)} conformance check(s):\n{lines}")
+
+
+class AdapterCheckError(AssertionError):
+    """An adapter failed one conformance check."""
+
+
+class TaskCheckError(AssertionError):
+    """A task failed one conformance check."""
+
+
+class ScenarioCheckError(AssertionError):
+    """A scenario failed one conformance check."""
+
+
+class StrategyCheckError(AssertionError):
+    """A strategy failed one conformance check."""

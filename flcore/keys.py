@@ -45,6 +45,7 @@ RUN_ID = "run-id"  # ConfigRecord: the run's id (privacy ledgers and audit entri
 PLAN_HASH = "plan-hash"  # ConfigRecord: the coordinator's hash of the training plan
 REFUSAL = "refusal"  # ConfigRecord in a site's reply: the rules it refuses the run under, as JSON
 DP_EPSILON = "dp-epsilon"  # MetricRecord: epsilon a site has spent so far in this run
+DP_NOISE = "dp-noise-multiplier"  # MetricRecord at run end: the noise multiplier a site trained with
 UPDATE_NORM = "update-norm"  # MetricRecord: L2 norm of a site's update in a round
 UNIT_WEIGHT = "unit-weight"  # MetricRecord: 1 for every site (equal weights, as accounted client-level DP needs)
 QUERY_RUN_END = "run_end"  # query message after the last round: sites settle their privacy ledgers

@@ -190,6 +190,11 @@ def _check_creatable(path: Path, found: Path, expected: str, option: str) -> Non
         )
 
 
+def cache_root() -> Path:
+    """The per-user cache (synthetic sites, decoded images): ``$FLSUITE_CACHE``, else ``~/.cache/flsuite``."""
+    return Path(os.environ.get("FLSUITE_CACHE", Path.home() / ".cache" / "flsuite"))
+
+
 # -- writing ------------------------------------------------------------------------------------
 
 

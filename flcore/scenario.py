@@ -1,4 +1,4 @@
-"""Scenarios: a domain's data, adapter, task and recommended settings, found by entry point.
+"""Scenarios: a domain's data, adapter, task and recommended settings, found by entry point; their synthetic sites.
 
 ``flcore`` never imports ``domains``: each domain registers its scenarios under the
 ``flsuite.scenarios`` entry-point group in ``pyproject.toml``, and the core looks
@@ -8,6 +8,10 @@ them up by name.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -18,8 +22,10 @@ from typing import Any
 from flcore.config import RunConfig, apply_settings, check_attack, settings_of, validate
 from flcore.data.site import DomainAdapter, SiteData, SiteSplit, split_site
 from flcore.exceptions import ConfigError, UnknownNameError
+from flcore.governance.plan import code_digest
 from flcore.governance.policy import GovernancePolicy
 from flcore.learning.task import Task
+from flcore.outputs import cache_root
 
 ENTRY_POINT_GROUP = "flsuite.scenarios"
 
@@ -165,3 +171,57 @@ def get(name: str) -> Scenario:
         names = ", ".join(scenarios) or "none (is the package installed? run `make install`)"
         raise UnknownNameError(f"Unknown scenario '{name}'. Available scenarios: {names}.")
     return scenarios[name]
+
+
+# -- synthetic sites ----------------------------------------------------------------------------
+
+
+def synthetic_key(scenario: Scenario, seed: int, params: Any = None) -> str:
+    """The cache folder's name: scenario, seed, and a short hash of what shapes the data.
+
+    The hash covers the generator's arguments (``scenario.generation_kwargs(params)``)
+    and the source of the scenario's domain package, so a new generator never
+    reuses data an older one wrote.
+    """
+    kwargs = scenario.generation_kwargs(params or scenario.params)
+    domain_package = scenario.make_task.__module__.rsplit(".", 1)[0]
+    text = json.dumps(kwargs, sort_keys=True, default=str) + "\0" + code_digest([domain_package])
+    return f"{scenario.name}-seed{seed}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def synthetic_data(
+    scenario: Scenario, seed: int, params: Any = None, progress: Callable[[str], None] | None = None
+) -> Path:
+    """The folder of the scenario's synthetic sites for ``seed``, generated on first use.
+
+    Parameters
+    ----------
+    params : dataclass instance, optional
+        The domain params whose generation settings size the data (default: the
+        scenario's).
+    progress : callable, optional
+        Told whether the data are generated or found in the cache.
+
+    The sites are written to a fresh hidden folder of the cache and renamed into
+    place, so a reader never sees half a dataset; when a concurrent run renames
+    its copy first, that copy is used and this one removed.
+    """
+    cache = cache_root()
+    root = cache / synthetic_key(scenario, seed, params)
+    if root.exists():
+        if progress is not None:
+            progress(f"synthetic {scenario.site_noun}s (seed {seed}) generated earlier: {root}")
+        return root
+    if progress is not None:
+        progress(f"generating synthetic {scenario.site_noun}s (seed {seed}) ...")
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".partial-"))
+    try:
+        scenario.make_data(tmp, seed, **scenario.generation_kwargs(params or scenario.params))
+        tmp.rename(root)  # atomic on one file system
+    except OSError:
+        if not root.exists():  # not a lost race: a real failure
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after a rename; the loser's copy otherwise
+    return root

@@ -11,7 +11,7 @@ from domains.iot.scenario import make_task
 from flcore import keys
 from flcore.config import RunConfig
 from flcore.data.site import FeatureStats, SiteData, SiteSplit
-from flcore.experiment.arms import score_arm
+from flcore.experiment.scoring import score_arm
 from flcore.learning import metrics
 from flcore.learning.task import AnomalyDetectionTask
 

@@ -26,7 +26,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordingEngine
 @pytest.fixture(scope="module")
 def two_seeds(engine: RecordingEngine, tmp_path_factory: pytest.TempPathFactory) -> flcore.Run:
     out = tmp_path_factory.mktemp("api") / "run"
-    return flcore.run(SC, seeds=2, rounds=1, out=out, settings={"local-epochs": 1})
+    return flcore.run(SC, engine="recording", seeds=2, rounds=1, out=out, settings={"local-epochs": 1})
 
 
 def test_importing_the_package_loads_nothing_heavy() -> None:
@@ -58,9 +58,9 @@ def test_run_returns_the_figures_of_its_results_json(two_seeds: flcore.Run, engi
 
 def test_run_refuses_like_the_command_line(two_seeds: flcore.Run, tmp_path: Path) -> None:
     with pytest.raises(OutputFolderError, match="finished run"):
-        flcore.run(SC, seeds=1, rounds=1, out=two_seeds.out / "seed-0")
+        flcore.run(SC, engine="recording", seeds=1, rounds=1, out=two_seeds.out / "seed-0")
     with pytest.raises(ConfigError, match="local-epochs"):
-        flcore.run(SC, rounds=1, out=tmp_path / "x", settings={"local-epochs": 0})
+        flcore.run(SC, engine="recording", rounds=1, out=tmp_path / "x", settings={"local-epochs": 0})
 
 
 def test_report_and_check_site(two_seeds: flcore.Run, tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_report_and_check_site(two_seeds: flcore.Run, tmp_path: Path) -> None:
 
 
 def test_sweep_returns_each_strategys_run(engine: RecordingEngine, tmp_path: Path) -> None:
-    runs = flcore.sweep(SC, ["fedavg", "fedprox"], seeds=2, rounds=1, out=tmp_path / "sweep")
+    runs = flcore.sweep(SC, ["fedavg", "fedprox"], engine="recording", seeds=2, rounds=1, out=tmp_path / "sweep")
     assert sorted(runs) == ["fedavg", "fedprox"]
     assert all(r.results["statistics"]["n_seeds"] == 2 for r in runs.values())
     assert (tmp_path / "sweep" / "report.html").is_file()

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import Strategy
-from localgrid import in_process_simulation
 
 from flcore import keys
 from flcore.config import RunConfig, apply_settings, check_attack, to_json
 from flcore.data.site import FeatureStats, SiteData
 from flcore.exceptions import ConfigError
-from flcore.federation.app import FederationOutcome
-from flcore.federation.codecs import PACKED, CompressedUpdates, compression_mod
+from flcore.federation.codecs import PACKED
 from flcore.federation.mods.attack import ATTACKERS, attack_arrays, attack_mod, choose_attackers, describe, perturbation
+from flcore.federation.mods.compression import compression_mod
 from flcore.federation.strategies import REGISTRY, build_strategy
+from flcore.federation.strategies.compressed import CompressedUpdates
 from flcore.federation.strategies.screen import ScreenedUpdates, update_problem
 from flcore.learning.xgb import (
     XGBoostModel,
@@ -583,30 +583,21 @@ def test_nan_from_every_bank_stops_the_run_before_the_model_changes(
     assert all("not finite" in why for why in lost["rejected"].values())
 
 
-@pytest.mark.usefixtures("flower_task")
-def test_robustness_table_for_two_strategies_under_sign_flip(
-    small_banks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_robustness_table_for_two_strategies_under_sign_flip(small_banks: Path, tmp_path: Path) -> None:
     from flcore import scenario
     from flcore.experiment.robustness import run_robustness, write_robustness
-    from flcore.federation import engines as simulation
 
     # Four federations through Ray take minutes on two cores; the same ServerApp and ClientApp
     # (attack mod, screen, strategies) run in-process here. The Ray path is covered by the CLI runs.
-    calls: list[str] = []
-
-    def engine(*args: object, **kwargs: object) -> FederationOutcome:
-        calls.append(str(args[1].attack))  # type: ignore[attr-defined]
-        return in_process_simulation(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(simulation, "run_federated_simulation", engine)
+    said: list[str] = []
     result = run_robustness(
         scenario.get("finance-five-banks"),
         {"num-server-rounds": 3},  # the domain's 5 local epochs: the clean models learn (PR-AUC 0.09-0.12)
         ["fedavg", "fedmedian"],
         ["sign-flip"],
         data_dir=small_banks,
-        progress=lambda _: None,
+        progress=said.append,
+        engine="inprocess",
     )
     paths = write_robustness(result, tmp_path)
     assert sorted(p.name for p in paths) == ["robustness.csv", "robustness.json", "robustness.md"]
@@ -636,7 +627,12 @@ def test_robustness_table_for_two_strategies_under_sign_flip(
         ["fedmedian", "none"],
         ["fedmedian", "sign-flip"],
     ]
-    assert calls == ["none", "sign-flip", "none", "sign-flip"]
+    assert [line for line in said if line.startswith("[")] == [
+        "[1/4] fedavg under no attack",
+        "[2/4] fedavg under attack=sign-flip",
+        "[3/4] fedmedian under no attack",
+        "[4/4] fedmedian under attack=sign-flip",
+    ]
     # Ten-fold sign-flip from one bank in five: the average collapses, the median keeps more of its value.
     # (Seen with seed 0: fedavg 0.120 -> 0.005, ratio 0.04; fedmedian 0.091 -> 0.059, ratio 0.65.
     # With 2 local epochs the clean models stay near chance and the order of the ratios depends on the seed.)

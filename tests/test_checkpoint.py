@@ -8,14 +8,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from localgrid import LocalGrid, federation_grid, save_splits
 
 from flcore import scenario
-from flcore.experiment.arms import prepare_data
-from flcore.federation.app import (
-    FederationPlan,
-    run_federation,
-)
+from flcore.experiment.prepare import prepare_data
 from flcore.federation.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -24,7 +19,10 @@ from flcore.federation.checkpoint import (
     restore_strategy,
     write_checkpoint,
 )
+from flcore.federation.engines import LocalGrid, federation_grid, save_splits
+from flcore.federation.plan import FederationPlan
 from flcore.federation.rounds import QuorumError
+from flcore.federation.serverapp import run_federation
 from flcore.federation.strategies import build_strategy
 from flcore.governance.audit import AuditTrail, verify
 from flcore.governance.siteguard import SiteGovernance, split_facts
@@ -45,7 +43,7 @@ def banks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, list[str]
 
 
 def _grid(cfg: Any, paths: list[str]) -> LocalGrid:
-    from flcore.federation.app import load_split
+    from flcore.data.splitfiles import load_split
 
     govs = [SiteGovernance(load_split(Path(p)).name, SC.policy, None, split_facts(load_split(Path(p)))) for p in paths]
     return federation_grid(paths, govs)
@@ -277,7 +275,7 @@ def test_a_site_lost_before_evaluation_does_not_hang_the_round(banks, tmp_path) 
 def test_resume_accepts_the_same_settings_spelled_differently_and_operational_changes(banks, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import argparse
 
-    from flcore.cli import _resumed_values
+    from flcore.commands.common import _resumed_values
     from flcore.config import to_dict
 
     cfg, params, _ = banks

@@ -1,6 +1,6 @@
 """The command line refuses bad output folders and arguments before any work, with exit code 2.
 
-Runs that must really happen use the in-process LocalGrid (tests/localgrid.py), as in
+Runs that must really happen use the in-process engine (tests/localgrid.py puts it in place of Ray), as in
 tests/test_seeds_end_to_end.py; runs that must not happen fail the test if they start.
 """
 
@@ -42,7 +42,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("work started although the command should have been refused first")
 
-    from flcore.deploy import launcher as deploy
+    from flcore.deploy import serve as deploy
     from flcore.experiment import arms as harness
     from flcore.experiment import robustness
     from flcore.reporting import report
@@ -79,7 +79,7 @@ def test_run_refuses_an_out_that_is_a_file(tmp_path: Path, no_work: None, capsys
     out = tmp_path / "out"
     out.write_text("not a folder")
 
-    err = refused(["run", SC, "--out", str(out), "--quiet"], capsys)
+    err = refused(["run", "--engine", "recording", SC, "--out", str(out), "--quiet"], capsys)
 
     assert f"--out {out} is a file, not a folder" in err
     assert "Expected a folder for the run's outputs" in err and "Choose another --out" in err
@@ -90,7 +90,7 @@ def test_run_refuses_an_out_under_a_file(tmp_path: Path, no_work: None, capsys: 
     (tmp_path / "file").write_text("")
     out = tmp_path / "file" / "run"
 
-    err = refused(["run", SC, "--out", str(out), "--quiet"], capsys)
+    err = refused(["run", "--engine", "recording", SC, "--out", str(out), "--quiet"], capsys)
 
     assert f"--out {out} cannot be created: {tmp_path / 'file'} is a file, not a folder" in err
     assert "Choose another --out" in err
@@ -115,12 +115,12 @@ def test_run_refuses_a_folder_it_cannot_write(
     out.mkdir()
     deny_writes(monkeypatch, out)
 
-    err = refused(["run", SC, "--out", str(out), "--quiet"], capsys)
+    err = refused(["run", "--engine", "recording", SC, "--out", str(out), "--quiet"], capsys)
 
     assert f"--out {out} is a folder this user cannot write to" in err and f"chmod u+w {out}" in err
     assert list(out.iterdir()) == []
 
-    err = refused(["run", SC, "--out", str(out / "new" / "run"), "--quiet"], capsys)
+    err = refused(["run", "--engine", "recording", SC, "--out", str(out / "new" / "run"), "--quiet"], capsys)
 
     assert f"this user cannot write to {out}, its nearest existing folder" in err
     assert not (out / "new").exists()
@@ -132,7 +132,7 @@ def test_run_refuses_a_read_only_folder(tmp_path: Path, no_work: None, capsys: p
     out.mkdir()
     out.chmod(0o555)
     try:
-        err = refused(["run", SC, "--out", str(out), "--quiet"], capsys)
+        err = refused(["run", "--engine", "recording", SC, "--out", str(out), "--quiet"], capsys)
     finally:
         out.chmod(0o755)
     assert f"--out {out} is a folder this user cannot write to" in err
@@ -141,7 +141,10 @@ def test_run_refuses_a_read_only_folder(tmp_path: Path, no_work: None, capsys: p
 def test_run_refuses_an_audit_path_that_is_a_folder(
     tmp_path: Path, no_work: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    err = refused(["run", SC, "--out", str(tmp_path / "out"), "--audit", str(tmp_path), "--quiet"], capsys)
+    err = refused(
+        ["run", "--engine", "recording", SC, "--out", str(tmp_path / "out"), "--audit", str(tmp_path), "--quiet"],
+        capsys,
+    )
 
     assert f"--audit {tmp_path} is a folder, not a file" in err and f"--audit {tmp_path / 'audit.jsonl'}" in err
     assert not (tmp_path / "out").exists()
@@ -151,9 +154,9 @@ def test_run_refuses_an_audit_path_that_is_a_folder(
     "command",
     [
         ["report", "RUN"],
-        ["robustness", SC],
+        ["robustness", "--engine", "recording", SC],
         ["certs", "init", "--sites", "a,b"],
-        ["sweep", SC, "--strategies", "fedavg,fedprox"],
+        ["sweep", "--engine", "recording", SC, "--strategies", "fedavg,fedprox"],
         ["serve", SC, "--insecure"],
     ],
 )
@@ -173,7 +176,11 @@ def test_commands_refuse_an_unwritable_out(
     tmp_path: Path, no_work: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     deny_writes(monkeypatch, tmp_path)
-    for command in (["robustness", SC], ["report", str(tmp_path)], ["certs", "init", "--sites", "a,b"]):
+    for command in (
+        ["robustness", "--engine", "recording", SC],
+        ["report", str(tmp_path)],
+        ["certs", "init", "--sites", "a,b"],
+    ):
         err = refused([*command, "--out", str(tmp_path / "new")], capsys)
         assert f"--out {tmp_path / 'new'} cannot be created: this user cannot write to {tmp_path}" in err
     assert list(tmp_path.iterdir()) == []
@@ -191,7 +198,7 @@ def test_run_refuses_a_folder_with_finished_results(
     file = fake_results(out)
     before = file.read_bytes()
 
-    err = refused(["run", SC, "--out", str(out), "--quiet"], capsys)
+    err = refused(["run", "--engine", "recording", SC, "--out", str(out), "--quiet"], capsys)
 
     assert f"{out} holds the results of a finished run (results.json, written {WRITTEN})" in err
     assert "choose another --out, or pass --force to overwrite it" in err
@@ -202,7 +209,7 @@ def test_run_refuses_a_folder_with_finished_results(
 def test_serve_refuses_finished_results_unless_forced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from flcore.deploy import launcher as deploy
+    from flcore.deploy import serve as deploy
 
     served: list[Any] = []
     monkeypatch.setattr(deploy, "serve", lambda opts, say: served.append(opts) or 0)
@@ -236,15 +243,17 @@ def test_an_unfinished_run_still_points_at_resume_and_resume_continues_in_its_fo
 
     monkeypatch.setattr(harness, "run_experiment", started)
 
-    err = refused(["run", SC, "--out", str(out), "--quiet"], capsys)
+    err = refused(["run", "--engine", "recording", SC, "--out", str(out), "--quiet"], capsys)
 
     assert f"{out} holds the checkpoint of run run-1, stopped after round 1 of 3" in err
     assert f"Continue it with --resume {out}" in err and "--fresh" in err
     with pytest.raises(Started, match="run-1"):  # no --force needed to continue in its own folder
-        main(["run", SC, "--resume", str(out), "--quiet"])
+        main(["run", "--engine", "recording", SC, "--resume", str(out), "--quiet"])
     with pytest.raises(Started, match="run-1"):
-        main(["run", SC, "--resume", str(out), "--out", str(out) + "/", "--quiet"])
-    err = refused(["run", SC, "--fresh", "--out", str(out), "--quiet"], capsys)  # a new run: finished results
+        main(["run", "--engine", "recording", SC, "--resume", str(out), "--out", str(out) + "/", "--quiet"])
+    err = refused(
+        ["run", "--engine", "recording", SC, "--fresh", "--out", str(out), "--quiet"], capsys
+    )  # a new run: finished results
     assert "holds the results of a finished run" in err and "--force" in err
 
 
@@ -252,7 +261,7 @@ def test_an_unfinished_run_still_points_at_resume_and_resume_continues_in_its_fo
 def finished(engine: RecordingEngine, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished one-round run of seed 0, really run."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    assert main(["run", SC, "--rounds", "1", "--out", str(out), "--quiet", "--no-report"]) == 0
+    assert main(["run", "--engine", "recording", SC, "--rounds", "1", "--out", str(out), "--quiet", "--no-report"]) == 0
     return out
 
 
@@ -266,10 +275,29 @@ def test_force_overwrites_a_finished_run(
     (out / "results.json").write_text(json.dumps(before))
     engine.calls.clear()
 
-    err = refused(["run", SC, "--rounds", "1", "--out", str(out), "--quiet", "--no-report"], capsys)
+    err = refused(
+        ["run", "--engine", "recording", SC, "--rounds", "1", "--out", str(out), "--quiet", "--no-report"], capsys
+    )
 
     assert f"(results.json, written {WRITTEN})" in err and engine.seeds == []
-    assert main(["run", SC, "--rounds", "1", "--out", str(out), "--quiet", "--no-report", "--force"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--engine",
+                "recording",
+                SC,
+                "--rounds",
+                "1",
+                "--out",
+                str(out),
+                "--quiet",
+                "--no-report",
+                "--force",
+            ]
+        )
+        == 0
+    )
     assert engine.seeds == [0]
     after = json.loads((out / "results.json").read_text())
     assert after["created_utc"] != WRITTEN and after["rounds"] == 1
@@ -280,7 +308,20 @@ def test_seeds_reuse_finished_seeds_but_refuse_to_overwrite_others(
 ) -> None:
     out = tmp_path / "seeds"
     shutil.copytree(finished, out / "seed-0")  # seed 0, one round: what `--seeds 2 --rounds 1` runs first
-    args = ["run", SC, "--seeds", "2", "--rounds", "1", "--out", str(out), "--quiet", "--no-report"]
+    args = [
+        "run",
+        "--engine",
+        "recording",
+        SC,
+        "--seeds",
+        "2",
+        "--rounds",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-report",
+    ]
     engine.calls.clear()
 
     assert main(args) == 0
@@ -289,7 +330,7 @@ def test_seeds_reuse_finished_seeds_but_refuse_to_overwrite_others(
     assert engine.seeds == [1]
     summary = (out / "results.json").read_bytes()
 
-    err = refused([*args[:5], "2", *args[6:]], capsys)  # --rounds 2: seed 0's settings differ
+    err = refused([*args[:7], "2", *args[8:]], capsys)  # --rounds 2: seed 0's settings differ
 
     assert f"{out / 'seed-0'} holds the results of a finished run of seed 0" in err
     assert "num-server-rounds 1 there, 2 now" in err and "pass --force to overwrite it" in err
@@ -300,14 +341,15 @@ def test_seeds_reuse_finished_seeds_but_refuse_to_overwrite_others(
     assert engine.seeds == [1] and (out / "results.json").read_bytes() == summary
     assert not (out / "seed-5").exists()
 
-    single = refused(["run", SC, "--rounds", "1", "--out", str(out), "--quiet"], capsys)
+    single = refused(["run", "--engine", "recording", SC, "--rounds", "1", "--out", str(out), "--quiet"], capsys)
     assert "holds the results of a finished run" in single
 
 
 def test_sweep_checks_every_strategy_before_the_first_and_passes_force(
     tmp_path: Path, no_work: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from flcore import cli, scenario
+    from flcore import scenario
+    from flcore.commands import sweep as sweep_command
     from flcore.config import to_dict
     from flcore.experiment.results import clean
     from flcore.reporting import report
@@ -317,7 +359,20 @@ def test_sweep_checks_every_strategy_before_the_first_and_passes_force(
     out = tmp_path / "sweep"
     config["learning-rate"] = 0.5  # fedprox's seed 0, run earlier with another learning rate
     fake_results(out / "fedprox" / "seed-0", config=config, params=params, data={"source": "synthetic"})
-    sweep = ["sweep", SC, "--strategies", "fedavg,fedprox", "--seeds", "2", "--rounds", "1", "--out", str(out)]
+    sweep = [
+        "sweep",
+        "--engine",
+        "recording",
+        SC,
+        "--strategies",
+        "fedavg,fedprox",
+        "--seeds",
+        "2",
+        "--rounds",
+        "1",
+        "--out",
+        str(out),
+    ]
 
     err = refused(sweep, capsys)
 
@@ -326,7 +381,7 @@ def test_sweep_checks_every_strategy_before_the_first_and_passes_force(
     assert sorted(p.name for p in out.iterdir()) == ["fedprox"]  # fedavg did not run first
 
     runs: list[Any] = []
-    monkeypatch.setattr(cli, "cmd_run", lambda one: runs.append(one) or 0)
+    monkeypatch.setattr(sweep_command, "cmd_run", lambda one: runs.append(one) or 0)
     monkeypatch.setattr(report, "build_report", lambda folders: type("R", (), {"comparison": None})())
     monkeypatch.setattr(report, "save_report", lambda rep, where: [])
     assert main([*sweep, "--force"]) == 0
@@ -394,13 +449,28 @@ def test_data_make_refuses_an_out_that_is_a_file_or_full(tmp_path: Path, capsys:
 def test_rounds_and_seeds_are_checked_before_any_run(
     tmp_path: Path, no_work: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    err = refused(["run", "finance-five-banks", "--rounds", "0", "--out", str(tmp_path / "a")], capsys)
+    err = refused(
+        ["run", "--engine", "recording", "finance-five-banks", "--rounds", "0", "--out", str(tmp_path / "a")], capsys
+    )
     assert "'num-server-rounds' setting of scenario finance-five-banks must be an int in the range [1, inf)" in err
 
-    err = refused(["run", SC, "--seeds", "-2", "--out", str(tmp_path / "b")], capsys)
+    err = refused(["run", "--engine", "recording", SC, "--seeds", "-2", "--out", str(tmp_path / "b")], capsys)
     assert "--seeds must be at least 1; got -2. Pass --seeds N with N of 1 or more" in err
 
-    code = main(["sweep", SC, "--strategies", "fedavg,fedprox", "--seeds", "0", "--out", str(tmp_path / "c")])
+    code = main(
+        [
+            "sweep",
+            "--engine",
+            "recording",
+            SC,
+            "--strategies",
+            "fedavg,fedprox",
+            "--seeds",
+            "0",
+            "--out",
+            str(tmp_path / "c"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2 and "--seeds must be at least 1; got 0." in captured.err
     assert "=== strategy" not in captured.out  # refused before the first strategy started

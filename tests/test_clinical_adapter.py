@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from domains.medical.clinical import ClinicalTableAdapter
-from flcore.data.tables import parse_consent
+from domains.medical.adapters.clinical import ClinicalTableAdapter
+from flcore.data.validation import parse_consent
 from flcore.exceptions import DataValidationError
 
 

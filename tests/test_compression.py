@@ -10,19 +10,11 @@ from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from flwr.serverapp.strategy import FedAvg
 
 from flcore import keys
-from flcore.federation.codecs import (
-    CODECS,
-    LAYOUT,
-    PACKED,
-    UPDATE_CODEC,
-    CompressedUpdates,
-    compression_mod,
-    decode,
-    dequantize_int8,
-    encode,
-    quantize_int8,
-)
+from flcore.federation.codecs import CODECS, LAYOUT, PACKED, UPDATE_CODEC, decode, encode
+from flcore.federation.mods.compression import compression_mod
 from flcore.federation.monitor import message_bytes
+from flcore.federation.quantize import dequantize_int8, quantize_int8
+from flcore.federation.strategies.compressed import CompressedUpdates
 
 # --------------------------------------------------------------------------------------
 # int8 and float16 on flat vectors

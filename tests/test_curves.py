@@ -1,4 +1,4 @@
-"""Per-round curves of the baselines (flcore.experiment.arms.Curve): scoring after each round never changes training."""
+"""Per-round curves of the baselines (``scoring.Curve``): scoring after each round never changes training."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 from flcore import scenario
 from flcore.config import RunConfig, apply_settings
 from flcore.data.site import FeatureStats, SiteData, SiteSplit
-from flcore.experiment.arms import CURVE_DEFINITION, Curve, prepare_data
+from flcore.experiment.prepare import prepare_data
+from flcore.experiment.scoring import CURVE_DEFINITION, Curve
 from flcore.learning.xgb import XGBoostTask, booster_bytes
 
 # --------------------------------------------------------------------------------------

@@ -14,13 +14,17 @@ from conftest import make_dicom, write_manifest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from domains.medical.deid import DeidRules, identifier_findings, profile_action, text_problem
-from domains.medical.dicom import DicomAdapter
+from domains.medical.adapters.deid import DeidRules, identifier_findings, text_problem
+from domains.medical.adapters.deid_profile import profile_action
+from domains.medical.adapters.dicom import DicomAdapter
 from domains.medical.scenario import IMAGING
 from flcore.cli import main
-from flcore.experiment.arms import gate, prepare_data
+from flcore.exceptions import GovernanceError
+from flcore.experiment.gate import gate
+from flcore.experiment.prepare import prepare_data
 from flcore.governance.audit import verify
-from flcore.governance.policy import Finding, GovernanceError, GovernancePolicy, open_findings
+from flcore.governance.policy import GovernancePolicy
+from flcore.governance.rules import Finding, open_findings
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 PIXELS = np.arange(256, dtype=np.uint16).reshape(16, 16) + 1000

@@ -21,15 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from flcore.deploy.launcher import (
-    CLIENTAPP_ENV,
-    JoinOptions,
-    check_join,
-    free_port,
-    process_tree,
-    stop_tree,
-    supernode_command,
-)
+from flcore.deploy.join import CLIENTAPP_ENV, JoinOptions, check_join, supernode_command
+from flcore.deploy.processes import free_port, process_tree, stop_tree
 from flcore.exceptions import ConfigError
 
 pytestmark = pytest.mark.deploy

@@ -13,8 +13,8 @@ from conftest import make_dicom, write_manifest
 from pydicom.pixels import get_decoder
 from pydicom.uid import JPEGExtended12Bit, JPEGLSNearLossless
 
-from domains.medical.dicom import DicomAdapter
-from domains.medical.pixels import to_image
+from domains.medical.adapters.dicom import DicomAdapter
+from domains.medical.adapters.pixels import to_image
 from flcore.exceptions import DataValidationError
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"

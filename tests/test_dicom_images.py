@@ -10,9 +10,9 @@ import pydicom
 import pytest
 from conftest import make_dicom, write_manifest
 
-import domains.medical.dicom as dicom  # the adapter calls dicom.to_image
-from domains.medical.dicom import DicomAdapter
-from domains.medical.pixels import display_pixels
+import domains.medical.adapters.dicom as dicom  # the adapter calls dicom.to_image
+from domains.medical.adapters.dicom import DicomAdapter
+from domains.medical.adapters.pixels import display_pixels
 from flcore.exceptions import DataValidationError
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"

@@ -12,9 +12,10 @@ from flwr.common.constant import ErrorCode
 
 from flcore import keys
 from flcore.config import RunConfig, to_json
-from flcore.experiment.arms import participation
-from flcore.federation.app import RUN_JSON, dropout_draw, dropout_mod
+from flcore.experiment.scoring import participation
+from flcore.federation.mods.dropout import dropout_draw, dropout_mod
 from flcore.federation.monitor import FederationMonitor, RoundRecord
+from flcore.keys import RUN_JSON
 
 pytestmark = pytest.mark.usefixtures("flower_task")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import make_transactions, write_bank
 
-from domains.finance.adapter import TransactionAdapter
+from domains.finance.adapters.transactions import TransactionAdapter
 from flcore.cli import main
 from flcore.exceptions import DataValidationError
 

@@ -11,28 +11,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from domains.medical.clinical import ClinicalTableAdapter
+from domains.medical.adapters.clinical import ClinicalTableAdapter
 from domains.medical.governance import DEFAULT_POLICY
 from domains.medical.scenario import CLINICAL
 from domains.medical.synthetic import write_clinical
 from flcore.cli import main
 from flcore.config import to_dict
-from flcore.exceptions import ConfigError, DataValidationError
-from flcore.experiment.arms import gate, prepare_data
+from flcore.data.site import SITE_POLICY_FILE
+from flcore.exceptions import ConfigError, DataValidationError, GovernanceError
+from flcore.experiment.gate import gate
+from flcore.experiment.prepare import prepare_data
 from flcore.governance.audit import AuditTrail
 from flcore.governance.ledger import PrivacyLedger
-from flcore.governance.policy import (
-    SITE_POLICY_FILE,
-    Finding,
-    GovernanceError,
-    GovernancePolicy,
-    RunFacts,
-    approve_plan,
-    check_site,
-    load_policy,
-    plan_hash,
-    training_plan,
-)
+from flcore.governance.plan import approve_plan, plan_hash, training_plan
+from flcore.governance.policy import GovernancePolicy, load_policy
+from flcore.governance.rules import Finding, RunFacts, check_site
 from flcore.governance.siteguard import SiteGovernance, admit, resolve_privacy, run_facts
 
 

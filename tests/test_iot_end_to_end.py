@@ -109,7 +109,7 @@ def test_a_flat_lined_device_stops_the_run_before_anything_is_written(fleet: Pat
 
 def test_lenient_mode_leaves_out_an_unusable_device(fleet: Path, tmp_path: Path) -> None:
     from domains.iot.scenario import SCENARIO
-    from flcore.experiment.arms import load_sites
+    from flcore.experiment.prepare import load_sites
 
     data = tmp_path / "fleet"
     shutil.copytree(fleet, data)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from domains.iot.features import SpectralFeatures, envelope_spectrum
+from domains.iot.adapters.features import SpectralFeatures, envelope_spectrum
 from domains.iot.synthetic import BEARINGS, FAULT_FREQUENCY, make_fleet, simulate, write_fleet
 
 
@@ -105,7 +105,7 @@ def test_written_fleet_has_the_documented_layout(tmp_path: Path) -> None:
 def test_kurtosis_and_filter_shortcuts_match_scipy() -> None:
     from scipy import signal, stats
 
-    from domains.iot.features import _bandpass, _kurtosis
+    from domains.iot.adapters.features import _bandpass, _kurtosis
 
     rng = np.random.default_rng(3)
     frames = np.vstack([rng.standard_normal((4, 256)), rng.standard_t(3, (2, 256)), np.full((1, 256), 2.5)])

@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RLELossless
 
-from domains.medical.dicom import DicomAdapter
+from domains.medical.adapters.dicom import DicomAdapter
 from domains.medical.synthetic import HOSPITALS, clinical_hospitals, write_hospitals
 from flcore.cli import main
 

@@ -17,10 +17,11 @@ import torch
 from domains.medical.scenario import CLINICAL, make_clinical_task
 from domains.medical.synthetic import write_clinical
 from flcore.cli import main
-from flcore.data.site import FeatureStats, SiteData
-from flcore.experiment.arms import gate, prepare_data
+from flcore.data.site import SITE_POLICY_FILE, FeatureStats, SiteData
+from flcore.exceptions import GovernanceError
+from flcore.experiment.gate import gate
+from flcore.experiment.prepare import prepare_data
 from flcore.governance.ledger import LedgerError, PrivacyLedger
-from flcore.governance.policy import SITE_POLICY_FILE, GovernanceError
 from flcore.governance.siteguard import resolve_privacy
 from flcore.learning.privacy import (
     SAMPLE_ACCOUNTANT,

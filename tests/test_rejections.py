@@ -16,9 +16,11 @@ from flwr.serverapp.strategy import FedAvg
 
 from flcore import keys
 from flcore.config import RunConfig, apply_settings
-from flcore.federation.codecs import LAYOUT, PACKED, CompressedUpdates, compression_mod, encode
+from flcore.federation.codecs import LAYOUT, PACKED, encode
+from flcore.federation.mods.compression import compression_mod
 from flcore.federation.rounds import QuorumError, run_rounds
 from flcore.federation.strategies import build_strategy
+from flcore.federation.strategies.compressed import CompressedUpdates
 from flcore.federation.strategies.screen import ScreenedUpdates, TooFewUpdates
 
 pytestmark = pytest.mark.usefixtures("flower_task")
@@ -373,13 +375,14 @@ def test_with_compression_an_undecodable_and_a_nan_update_both_count_against_the
 
 
 def test_nan_attackers_below_the_quorum_stop_a_federation_resumably(tmp_path: Path) -> None:
-    from localgrid import federation_grid, save_splits
-
     from flcore import scenario
-    from flcore.experiment.arms import prepare_data
-    from flcore.federation.app import FederationPlan, load_split, run_federation
+    from flcore.data.splitfiles import load_split
+    from flcore.experiment.prepare import prepare_data
     from flcore.federation.checkpoint import read_checkpoint
+    from flcore.federation.engines import federation_grid, save_splits
     from flcore.federation.monitor import arrays_digest
+    from flcore.federation.plan import FederationPlan
+    from flcore.federation.serverapp import run_federation
     from flcore.governance.audit import AuditTrail
     from flcore.governance.siteguard import SiteGovernance, split_facts
 
@@ -451,13 +454,13 @@ def _http_error(status: int, text: str = "") -> httpx.HTTPStatusError:
     ],
 )
 def test_worker_sorts_transient_from_permanent_failures(err: Exception, transient: bool) -> None:
-    from flcore.deploy.launcher import transient_failure
+    from flcore.deploy.worker import transient_failure
 
     assert transient_failure(err) is transient
 
 
 def test_worker_failures_are_logged_at_once_then_every_30_s_and_bounded() -> None:
-    from flcore.deploy.launcher import WorkerFailures
+    from flcore.deploy.worker import WorkerFailures
 
     now = [0.0]
     lines: list[str] = []
@@ -521,7 +524,7 @@ def _worker(monkeypatch: pytest.MonkeyPatch, runtime: FakeRuntime, **kwargs: Any
     import flwr.supercore.runtime
     import psutil
 
-    from flcore.deploy.launcher import WorkerFailures, clientapp_worker
+    from flcore.deploy.worker import WorkerFailures, clientapp_worker
 
     class Factory:
         @staticmethod
@@ -548,7 +551,7 @@ def test_worker_retries_a_starting_supernode_saying_so_once(monkeypatch: pytest.
 
 
 def test_worker_gives_up_at_once_on_a_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flcore.deploy.launcher import WORKER_FAILED_EXIT
+    from flcore.deploy.worker import WORKER_FAILED_EXIT
 
     runtime = FakeRuntime([_http_error(401, "unauthorized"), None])
     code, lines = _worker(monkeypatch, runtime)
@@ -559,7 +562,7 @@ def test_worker_gives_up_at_once_on_a_refusal(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_worker_gives_up_after_failing_without_a_break(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flcore.deploy.launcher import WORKER_FAILED_EXIT
+    from flcore.deploy.worker import WORKER_FAILED_EXIT
 
     runtime = FakeRuntime([httpx.ConnectError("refused")] * 1000)
     code, lines = _worker(monkeypatch, runtime, give_up_after_s=0.2)
@@ -568,7 +571,7 @@ def test_worker_gives_up_after_failing_without_a_break(monkeypatch: pytest.Monke
 
 
 def test_worker_that_cannot_import_the_clientapp_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flcore.deploy.launcher import WORKER_FAILED_EXIT
+    from flcore.deploy.worker import WORKER_FAILED_EXIT
 
     runtime = FakeRuntime([])
     code, lines = _worker(monkeypatch, runtime, preload=("flcore_no_such_module",))
@@ -582,7 +585,7 @@ def test_site_join_stops_when_its_worker_gives_up_instead_of_restarting_it(
 ) -> None:
     import subprocess
 
-    from flcore.deploy import launcher as deploy
+    from flcore.deploy import join as deploy
 
     started: list[list[str]] = []
 
@@ -617,18 +620,12 @@ def test_site_join_stops_when_its_worker_gives_up_instead_of_restarting_it(
 # --------------------------------------------------------------------------------------
 
 
-def test_krum_under_nan_loses_its_quorum_and_the_robustness_table_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from localgrid import in_process_simulation
-
+def test_krum_under_nan_loses_its_quorum_and_the_robustness_table_says_so(tmp_path: Path) -> None:
     from domains.finance.scenario import make_data
     from flcore import scenario
     from flcore.experiment.robustness import run_robustness
-    from flcore.federation import engines as simulation
 
     make_data(tmp_path / "banks", seed=0, scale=0.15)
-    monkeypatch.setattr(simulation, "run_federated_simulation", in_process_simulation)
     result = run_robustness(
         scenario.get("finance-five-banks"),
         {"num-server-rounds": 1, "local-epochs": 1},
@@ -636,6 +633,7 @@ def test_krum_under_nan_loses_its_quorum_and_the_robustness_table_says_so(
         ["nan"],
         data_dir=tmp_path / "banks",
         progress=lambda _: None,
+        engine="inprocess",
     )
     clean, nan = result["table"]["krum"]["none"], result["table"]["krum"]["nan"]
     assert clean["stopped"] is None and clean["union"] is not None
@@ -643,6 +641,22 @@ def test_krum_under_nan_loses_its_quorum_and_the_robustness_table_says_so(
     assert nan["stopped"]["round"] == 1 and list(nan["stopped"]["rejected"]) == nan["attackers"]
     assert "only 4 of 5 sampled sites sent a usable update" in nan["stopped"]["reason"]
     assert nan["union"] is None and nan["ratio_to_clean"] is None and nan["holds"] is None
+
+
+def test_an_unknown_engine_is_refused_before_any_work(tmp_path: Path) -> None:
+    from flcore import scenario
+    from flcore.exceptions import ConfigError
+    from flcore.experiment.arms import run_experiment
+    from flcore.experiment.robustness import run_robustness
+
+    sc = scenario.get("finance-five-banks")
+    cfg, params = sc.configure({})
+    missing = tmp_path / "no-such-folder"  # read first, it would fail with another error
+    message = r"Unknown federation engine 'ray'\. Choose one of: simulation, inprocess \("
+    with pytest.raises(ConfigError, match=message):
+        run_experiment(sc, cfg, params, data_dir=missing, progress=lambda _: None, engine="ray")
+    with pytest.raises(ConfigError, match=message):
+        run_robustness(sc, {}, ["fedavg"], ["nan"], data_dir=missing, progress=lambda _: None, engine="ray")
 
 
 def test_robustness_records_a_cell_that_lost_its_quorum() -> None:
@@ -683,7 +697,7 @@ def test_a_booster_nested_too_deeply_is_a_problem_not_a_crash() -> None:
 
 
 def test_report_names_sites_of_an_unknown_scenario_plainly() -> None:
-    from flcore.reporting.report import site_noun
+    from flcore.reporting.sections import site_noun
 
     assert site_noun("no-such-scenario") == "site"
     assert site_noun("finance-five-banks") == "bank"

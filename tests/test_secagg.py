@@ -10,7 +10,7 @@ import pytest
 from flcore import scenario
 from flcore.config import RunConfig
 from flcore.exceptions import ConfigError
-from flcore.experiment.arms import prepare_data
+from flcore.experiment.prepare import prepare_data
 from flcore.federation.engines import run_federated_simulation
 from flcore.federation.mods.secagg import check_secagg
 

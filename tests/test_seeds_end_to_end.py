@@ -1,7 +1,7 @@
 """`flsuite run --seeds N` and `flsuite sweep` end to end, the federations in-process (no Ray).
 
 The federated arm runs the suite's real ServerApp and ClientApp on the in-process
-LocalGrid (tests/localgrid.py) in place of Flower's simulation engine, so two seeds
+engine (tests/localgrid.py puts it in place of Flower's simulation engine), so two seeds
 of medical-clinical take seconds. The engine itself is covered by the other end-to-end tests.
 """
 
@@ -42,7 +42,20 @@ def run_cli(args: list[str]) -> tuple[int, str]:
 
 
 def seeds_args(out: Path, *extra: str) -> list[str]:
-    return ["run", "medical-clinical", "--seeds", "2", "--rounds", "2", "--out", str(out), "--quiet", *extra]
+    return [
+        "run",
+        "--engine",
+        "recording",
+        "medical-clinical",
+        "--seeds",
+        "2",
+        "--rounds",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -198,7 +211,10 @@ def test_seeds_and_resume_are_refused_together(
 def test_zero_seeds_are_refused(engine: RecordingEngine, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     engine.calls.clear()
 
-    assert main(["run", "medical-clinical", "--seeds", "0", "--out", str(tmp_path), "--quiet"]) == 2
+    assert (
+        main(["run", "--engine", "recording", "medical-clinical", "--seeds", "0", "--out", str(tmp_path), "--quiet"])
+        == 2
+    )
 
     assert "--seeds must be at least 1; got 0." in capsys.readouterr().err
     assert engine.calls == []
@@ -211,7 +227,7 @@ def test_zero_seeds_are_refused(engine: RecordingEngine, tmp_path: Path, capsys:
 
 def sweep_args(out: Path, strategies: str) -> list[str]:
     options = ["--strategies", strategies, "--seeds", "2", "--rounds", "2", "--out", str(out), "--quiet"]
-    return ["sweep", "medical-clinical", *options]
+    return ["sweep", "--engine", "recording", "medical-clinical", *options]
 
 
 def test_sweep_runs_each_strategy_over_the_same_seeds_and_ranks_them(

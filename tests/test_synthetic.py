@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from domains.finance.adapter import TransactionAdapter
+from domains.finance.adapters.transactions import TransactionAdapter
 from domains.finance.scenario import make_data
 from domains.finance.synthetic import FEATURE_COLUMNS, make_banks
 
@@ -40,3 +40,24 @@ def test_written_banks_pass_the_adapter(tmp_path: Path) -> None:
         site = TransactionAdapter().read(f.parent)
         assert site.x.shape[1] == 128 and site.y.sum() >= 1
     assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_synthetic_data_is_generated_once_per_seed_and_settings(tmp_path: Path) -> None:
+    import dataclasses
+
+    from flcore import scenario
+    from flcore.scenario import synthetic_data
+
+    sc = scenario.get("iot-vibration-fleet")
+    params = dataclasses.replace(sc.params, devices=3)
+    said: list[str] = []
+    root = synthetic_data(sc, 0, params, said.append)
+    assert root.parent == tmp_path / "cache" and root.name.startswith("iot-vibration-fleet-seed0-")
+    assert said == ["generating synthetic devices (seed 0) ..."] and len([p for p in root.iterdir() if p.is_dir()]) == 3
+    stamp = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    assert synthetic_data(sc, 0, params, said.append) == root  # reused, not written again
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == stamp
+    assert said[-1] == f"synthetic devices (seed 0) generated earlier: {root}"
+    assert synthetic_data(sc, 1, params) != root  # another seed
+    assert synthetic_data(sc, 0, dataclasses.replace(params, devices=4)) != root  # another generation setting
+    assert not list((tmp_path / "cache").glob(".partial-*"))  # no half-written folder left

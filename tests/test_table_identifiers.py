@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 from conftest import make_transactions
 
-from domains.finance.adapter import TransactionAdapter
-from domains.medical.clinical import ClinicalTableAdapter
-from flcore.data.tables import describe_value, identifier_kind, normalise_column, read_table
+from domains.finance.adapters.transactions import TransactionAdapter
+from domains.medical.adapters.clinical import ClinicalTableAdapter
+from flcore.data.identifiers import identifier_kind, normalise_column
+from flcore.data.tables import read_table
+from flcore.data.validation import describe_value
 from flcore.exceptions import DataValidationError
 
 PLANTED = "Zebediah Quux"

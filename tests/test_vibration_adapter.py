@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from domains.iot.features import SpectralFeatures
-from domains.iot.vibration import VibrationAdapter, split_device
+from domains.iot.adapters.features import SpectralFeatures
+from domains.iot.adapters.vibration import VibrationAdapter, split_device
 from flcore.config import RunConfig
 from flcore.exceptions import DataValidationError
 

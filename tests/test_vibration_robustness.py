@@ -12,9 +12,9 @@ import pytest
 from scipy import signal as sps
 
 from domains.iot import synthetic
-from domains.iot.features import SpectralFeatures
-from domains.iot.quality import clipping
-from domains.iot.vibration import VibrationAdapter
+from domains.iot.adapters.features import SpectralFeatures
+from domains.iot.adapters.quality import clipping
+from domains.iot.adapters.vibration import VibrationAdapter
 from flcore.cli import main
 from flcore.data import files
 from flcore.exceptions import DataValidationError

@@ -1,1 +1,1 @@
-"""Finance vertical: card-fraud detection across banks on 128-feature transaction tables."""
+"""Finance domain: card-fraud detection across banks on transaction tables (scenario finance-five-banks)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from domains.finance.adapter import TransactionAdapter
+from domains.finance.adapters.transactions import TransactionAdapter
 from domains.finance.config import RECOMMENDED_RUN, RECOMMENDED_XGBOOST_RUN, FinanceParams
 from domains.finance.governance import DEFAULT_POLICY
 from domains.finance.models import FraudMLP

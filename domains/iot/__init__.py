@@ -1,3 +1,1 @@
-"""IoT vertical: vibration anomaly detection across machine fleets (scenarios arrive with issue 4)."""
-
-DOMAIN = "iot"
+"""IoT domain: vibration anomaly detection across machine fleets (scenario iot-vibration-fleet)."""

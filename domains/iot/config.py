@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from domains.iot.features import SpectralFeatures
+from domains.iot.adapters.features import SpectralFeatures
 from flcore.config import parse_ints, setting
 
 #: Windowing and spectral features, identical at every device of the fleet.

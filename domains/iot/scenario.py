@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from domains.iot.adapters.vibration import VibrationAdapter, split_device
 from domains.iot.config import DEFAULT_DEVICES, FEATURES, RECOMMENDED_RUN, IotParams
 from domains.iot.governance import DEFAULT_POLICY
 from domains.iot.models import SpectralAutoencoder
 from domains.iot.synthetic import write_fleet
-from domains.iot.vibration import VibrationAdapter, split_device
 from flcore.data.site import FeatureStats
 from flcore.exceptions import ConfigError
 from flcore.learning.task import AnomalyDetectionTask

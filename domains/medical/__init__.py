@@ -1,3 +1,1 @@
-"""Medical vertical: DICOM imaging and clinical tables across hospitals (scenarios arrive with issue 3)."""
-
-DOMAIN = "medical"
+"""Medical domain: DICOM imaging and clinical tables across hospitals (medical-three-hospitals, medical-clinical)."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from domains.medical.clinical import ClinicalTableAdapter
+from domains.medical.adapters.clinical import ClinicalTableAdapter
+from domains.medical.adapters.dicom import DicomAdapter
 from domains.medical.config import (
     DP_CLINICAL_RUN,
     IMAGE_SIZE,
@@ -13,7 +14,6 @@ from domains.medical.config import (
     ClinicalParams,
     ImagingParams,
 )
-from domains.medical.dicom import DicomAdapter
 from domains.medical.governance import DEFAULT_POLICY
 from domains.medical.models import ClinicalMLP, LesionCNN, augment_images
 from domains.medical.synthetic import write_clinical, write_hospitals

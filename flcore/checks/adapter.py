@@ -24,14 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flcore.data.site import DomainAdapter, SiteData
-from flcore.exceptions import DataValidationError
+from flcore.exceptions import AdapterCheckError, DataValidationError
 
 #: A distinctive value planted in files; it must never appear in an error message.
 PLANTED = "Zebediah Quuxworth"
-
-
-class AdapterCheckError(AssertionError):
-    """An adapter failed a conformance check."""
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,13 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from flcore import scenario
-from flcore.deploy.launcher import PROGRESS_FILE, RESULTS_FILE, STATUS_FILE, write_status
 from flcore.exceptions import FlsuiteUserError
-from flcore.experiment.arms import _round_line
+from flcore.experiment.progress import round_line
 from flcore.experiment.results import federated_only_results, write_json
-from flcore.federation.app import plan_from_run_config, run_federation
+from flcore.experiment.status import PROGRESS_FILE, RESULTS_FILE, STATUS_FILE, write_status
 from flcore.federation.checkpoint import CHECKPOINT_FILE, read_checkpoint
+from flcore.federation.plan import plan_from_run_config
+from flcore.federation.serverapp import run_federation
 from flcore.governance.audit import AuditTrail
 
 server_app = ServerApp()
@@ -52,7 +53,7 @@ def serverapp_main(grid: Any, context: Any) -> None:
             with progress.open("a") as fh:
                 fh.write(line + "\n")
 
-        plan.on_round = _round_line(plan.cfg.num_server_rounds, task_metric, say)
+        plan.on_round = round_line(plan.cfg.num_server_rounds, task_metric, say)
         plan.checkpoint = out / CHECKPOINT_FILE
         plan.connect_timeout_s = float(run_config.get("wait-for-sites", plan.connect_timeout_s))
         if run_config.get("audit-file"):

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from flcore.config import to_dict
 from flcore.outputs import write_text_atomic
 
 SCHEMA_VERSION = 1
@@ -83,8 +84,6 @@ def now_utc() -> str:
 
 def federated_only_results(plan: Any, outcome: Any) -> dict[str, Any]:
     """Results of a `flwr run` (federated arm only: the ServerApp sees no site data)."""
-    from flcore.config import to_dict
-
     monitor = outcome.monitor
     return clean(
         {

@@ -10,23 +10,23 @@ the primary metric and its ratio to the same strategy's clean run; a strategy
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flcore.config import ROBUSTNESS_ATTACKS, ROBUSTNESS_STRATEGIES, to_dict
-from flcore.exceptions import FlsuiteError
+from flcore.experiment.federate import federate
+from flcore.experiment.gate import gate
+from flcore.experiment.prepare import prepare_data
 from flcore.experiment.results import environment, now_utc, suite_version, write_json, write_text
+from flcore.federation.engines import engine_for
+from flcore.federation.mods.attack import choose_attackers
 from flcore.federation.preflight import check_federation
+from flcore.federation.rounds import QuorumError
 from flcore.governance.policy import GovernancePolicy
 from flcore.governance.siteguard import resolve_privacy
 from flcore.scenario import Scenario
-
-if TYPE_CHECKING:
-    from flcore.federation.rounds import QuorumError
 
 DEFAULT_STRATEGIES = ROBUSTNESS_STRATEGIES
 DEFAULT_ATTACKS = ROBUSTNESS_ATTACKS
@@ -41,6 +41,7 @@ def run_robustness(
     data_dir: Path | None = None,
     progress: Callable[[str], None] = print,
     policy: GovernancePolicy | None = None,
+    engine: str = "simulation",
 ) -> dict[str, Any]:
     """Run every strategy clean and under every attack; return the table's content.
 
@@ -50,17 +51,17 @@ def run_robustness(
         Settings for every run (``--set``); ``strategy`` and ``attack`` are set per cell.
     strategies, attacks : list of str
         What to compare; the clean run (``attack=none``) is always included.
+    engine : str
+        ``"simulation"`` (Flower's simulation engine, on Ray) or ``"inprocess"``
+        (the same apps in this process, no Ray).
 
     Raises
     ------
     ConfigError
-        For an unknown attack or strategy, or a combination the federation cannot
-        run, before any training.
+        For an unknown attack, strategy or engine, or a combination the federation
+        cannot run, before any training.
     """
-    from flcore.experiment.arms import gate, prepare_data, score_federated
-    from flcore.federation.engines import run_federated_simulation
-    from flcore.federation.rounds import QuorumError
-
+    engine_for(engine)  # an unknown engine fails before any work
     attacks = ["none", *[a for a in attacks if a != "none"]]
     policy = policy or scenario.policy
     # Configuring every cell first refuses an unknown attack (a setting with choices) before any work.
@@ -81,24 +82,16 @@ def run_robustness(
     total = len(cells)
     for i, ((strategy, attack), cfg) in enumerate(cells.items(), start=1):
         progress(f"[{i}/{total}] {strategy} under " + ("no attack" if attack == "none" else f"attack={attack}"))
-        workdir = Path(tempfile.mkdtemp(prefix="flsuite-robust-"))
         t0 = time.perf_counter()
         try:
-            outcome = run_federated_simulation(
-                scenario.name, cfg, params, splits, workdir, governance=prepared.governance
-            )
+            outcome, arm = federate(scenario, cfg, params, prepared, engine=engine, task=task)
         except QuorumError as err:
             # A rule that cannot keep its quorum of usable updates under an attack (Krum needs 2f+3) is a
             # finding of the comparison, not a failure of it: the cell records where and why the run stopped.
             rows.setdefault(strategy, {})[attack] = _stopped_cell(err, cfg, [s.name for s in splits], t0)
             progress(f"      stopped in round {err.server_round}: {err}")
             continue
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        if outcome.monitor is None:
-            raise FlsuiteError("The federation returned no round records (a bug in flsuite, please report it).")
-        arm = score_federated(task, splits, outcome, cfg.seed)
-        rejected = sum(outcome.monitor.rejected_per_site().values())
+        rejected = sum(arm["rejected_updates"].values())
         cell = {
             "union": arm["union"].get(primary),
             "mean_over_sites": arm["mean_over_sites"].get(primary),
@@ -106,7 +99,7 @@ def run_robustness(
             "attackers": outcome.attackers,
             "rejected_updates": rejected,
             "wall_time_s": round(time.perf_counter() - t0, 2),
-            "final_model": outcome.monitor.rounds[-1].aggregate_hash if outcome.monitor.rounds else None,
+            "final_model": arm["history"][-1]["aggregate_hash"] if arm["history"] else None,
             "stopped": None,
         }
         rows.setdefault(strategy, {})[attack] = cell
@@ -143,8 +136,6 @@ def run_robustness(
 
 def _stopped_cell(err: QuorumError, cfg: Any, sites: list[str], t0: float) -> dict[str, Any]:
     """The cell of a run that lost its quorum: no model to score, the reason instead."""
-    from flcore.federation.mods.attack import choose_attackers
-
     attackers = choose_attackers(sorted(sites), cfg.attack_sites, cfg.seed) if cfg.attack != "none" else []
     return {
         "union": None,

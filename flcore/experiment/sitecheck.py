@@ -13,18 +13,10 @@ from typing import Any
 
 from flcore import scenario as scenario_registry
 from flcore.data.site import DomainAdapter
-from flcore.exceptions import DataValidationError, FlsuiteUserError, UnknownNameError
+from flcore.exceptions import DataValidationError, FlsuiteUserError, GovernanceError, UnknownNameError
 from flcore.governance.ledger import PrivacyLedger
-from flcore.governance.policy import (
-    Finding,
-    GovernanceError,
-    GovernancePolicy,
-    check_min_cohort,
-    ledger_path,
-    load_policy,
-    open_findings,
-    site_policy,
-)
+from flcore.governance.policy import GovernancePolicy, ledger_path, load_policy, site_policy
+from flcore.governance.rules import Finding, check_min_cohort, open_findings
 
 
 @dataclass

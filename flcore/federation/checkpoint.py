@@ -20,6 +20,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord
 
 from flcore.exceptions import CheckpointError
+from flcore.governance.audit import digest_bytes
 from flcore.outputs import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -133,8 +134,6 @@ def read_checkpoint(path: Path | str) -> Checkpoint:
 
 def file_digest(path: Path | str) -> str:
     """``sha256:...`` of a file's bytes."""
-    from flcore.governance.audit import digest_bytes
-
     return digest_bytes(Path(path).read_bytes())
 
 

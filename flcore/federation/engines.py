@@ -1,26 +1,29 @@
-"""Runs the federated arm on Flower's simulation engine (Ray backend), quietly, in-process."""
+"""The engines that run a federation of prepared splits: Flower's Ray simulation, or an in-process grid."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import os
+import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from flwr.app import Context, Message, RecordDict
+from flwr.serverapp import Grid
+
+from flcore import scenario as registry
 from flcore.data.site import SiteSplit
-from flcore.federation.app import (
-    FederationOutcome,
-    FederationPlan,
-    make_client_app,
-    make_server_app,
-    prepared_governance,
-    prepared_site_loader,
-    save_split,
-)
+from flcore.data.splitfiles import save_split
+from flcore.exceptions import ConfigError
+from flcore.federation.clientapp import make_client_app, prepared_governance, prepared_site_loader
 from flcore.federation.monitor import RoundRecord
-from flcore.governance.siteguard import SiteGovernance
+from flcore.federation.plan import FederationOutcome, FederationPlan
+from flcore.federation.serverapp import make_server_app, run_federation
+from flcore.governance.siteguard import SiteGovernance, split_facts
 
 QUIET_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -135,16 +138,176 @@ def prepare_federation(
 
     The splits' files (:func:`save_splits`), each site's governance (default: the
     scenario's policy, no ledger) and the plan for the ServerApp (``plan_fields``
-    are :class:`~flcore.federation.app.FederationPlan` fields).
+    are :class:`~flcore.federation.plan.FederationPlan` fields).
     """
     paths = save_splits(splits, workdir)
     if governance is None:
-        from flcore import scenario as registry
-        from flcore.governance.siteguard import split_facts
-
         policy = registry.get(scenario).policy
         governance = [SiteGovernance(s.name, policy, None, split_facts(s)) for s in splits]
     plan = FederationPlan(scenario, cfg, params, num_sites=len(splits), meta=dict(meta or {}), **plan_fields)
     if run_id:
         plan.run_id = run_id
     return paths, governance, plan
+
+
+# --------------------------------------------------------------------------------------
+# The in-process engine
+# --------------------------------------------------------------------------------------
+
+
+class LocalGrid(Grid):
+    """An in-process Flower Grid that hands messages straight to a ClientApp (no Ray, no network).
+
+    ``num_nodes`` virtual SuperNodes (node ids 101, 102, ...), node ``i`` with
+    ``partition-id`` ``i``. Nodes can be taken down (``down``: no longer listed) or
+    silenced (``silent``: listed, never answer) to play dropouts and timeouts, as a
+    SuperLink sees them.
+    """
+
+    def __init__(self, client_app: Any, num_nodes: int) -> None:
+        self.app = client_app
+        self.contexts = {
+            101 + i: Context(
+                run_id=1, node_id=101 + i, node_config={"partition-id": i}, state=RecordDict(), run_config={}
+            )
+            for i in range(num_nodes)
+        }
+        self.down: set[int] = set()  # disconnected: not listed, never answer
+        self.silent: set[int] = set()  # still listed as connected, but never answer (a timeout)
+        self.sent: list[Message] = []
+
+    def get_node_ids(self) -> Iterable[int]:
+        return [n for n in self.contexts if n not in self.down]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        replies = []
+        for msg in messages:
+            self.sent.append(msg)
+            dst = msg.metadata.dst_node_id
+            if dst in self.down or dst in self.silent:
+                continue
+            # Each node gets its own copy, as after a trip through the SuperLink.
+            incoming = Message(copy.deepcopy(msg.content), dst_node_id=dst, message_type=msg.metadata.message_type)
+            incoming.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+            incoming.metadata.__dict__["_src_node_id"] = 0
+            reply = self.app(incoming, self.contexts[dst])
+            reply.metadata.__dict__["_src_node_id"] = dst
+            replies.append(reply)
+        return replies
+
+    # -- unused by the suite's ServerApp -------------------------------------------------
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
+        return Message(content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        raise NotImplementedError
+
+    def set_run(self, run: Any) -> None:
+        pass
+
+    @property
+    def run(self) -> Any:
+        return None
+
+
+def federation_grid(paths: list[str], governance: list[SiteGovernance], *, simulate_attack: bool = False) -> LocalGrid:
+    """A :class:`LocalGrid` of the suite's ClientApp, virtual node ``i`` serving the split ``paths[i]``."""
+    app = make_client_app(
+        load_site=prepared_site_loader(paths),
+        torch_threads=1,
+        governance=prepared_governance(governance),
+        simulate_attack=simulate_attack,
+    )
+    return LocalGrid(app, len(paths))
+
+
+@contextlib.contextmanager
+def task_identity() -> Iterator[None]:
+    """Flower's task identity, which building a Message needs, set as ``run_simulation`` sets it; restored after."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = {key: getattr(TaskIdentity, key) for key in ("_task_id", "_run_id", "_node_id")}
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0  # node 0: the SuperLink's
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(TaskIdentity, key, value)
+
+
+def in_process_simulation(
+    scenario: str,
+    cfg: Any,
+    params: Any,
+    splits: list[SiteSplit],
+    workdir: Path,
+    on_round: Callable[[RoundRecord], None] | None = None,
+    governance: list[SiteGovernance] | None = None,
+    run_id: str | None = None,
+    audit: Any = None,
+    checkpoint: Path | None = None,
+    resume: Any = None,
+    meta: dict[str, Any] | None = None,
+) -> FederationOutcome:
+    """:func:`run_federated_simulation` without Ray: the same apps, on an in-process :class:`LocalGrid`.
+
+    Takes the same arguments, so the round callback, audit trail and checkpoint
+    behave as under the simulation engine. The sites train one after another, each
+    with one torch thread.
+    """
+    paths, governance, plan = prepare_federation(
+        scenario,
+        cfg,
+        params,
+        splits,
+        workdir,
+        governance,
+        run_id=run_id,
+        meta=meta,
+        connect_timeout_s=5,
+        on_round=on_round,
+        audit=audit,
+        checkpoint=checkpoint,
+        resume=resume,
+    )
+    with task_identity():
+        grid = federation_grid(paths, governance, simulate_attack=cfg.attack != "none")
+        return run_federation(grid, plan)
+
+
+#: A federation engine: ``engine(scenario, cfg, params, splits, workdir, **options) -> FederationOutcome``.
+Engine = Callable[..., FederationOutcome]
+
+#: The engines by name, the default first.
+ENGINES: dict[str, Engine] = {"simulation": run_federated_simulation, "inprocess": in_process_simulation}
+
+#: How the progress lines name each engine.
+ENGINE_LABELS = {"simulation": "Flower simulation engine", "inprocess": "in-process grid, no Ray"}
+
+
+def engine_for(name: str) -> Engine:
+    """The engine called ``name``.
+
+    Both engines run the suite's own ServerApp and ClientApp; they differ only in
+    the grid between them. ``"simulation"`` (the default) is Flower's simulation
+    engine, one Ray worker per client; ``"inprocess"`` hands each message straight
+    to the ClientApp in this process (:class:`LocalGrid`): no Ray, seconds instead
+    of minutes, for tests and quick checks.
+
+    Raises
+    ------
+    ConfigError
+        For a name that is not in :data:`ENGINES`, naming the choices.
+    """
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise ConfigError(
+            f"Unknown federation engine '{name}'. Choose one of: {', '.join(ENGINES)} "
+            "(simulation: Flower's simulation engine on Ray; inprocess: the same apps in this process, no Ray)."
+        ) from None

@@ -79,7 +79,7 @@ def run_rounds(
     Notes
     -----
     The quorum counts usable updates, not replies. Replies pass, inside
-    ``aggregate_train``, through decoding (:class:`~flcore.federation.codecs.CompressedUpdates`),
+    ``aggregate_train``, through decoding (:class:`~flcore.federation.strategies.compressed.CompressedUpdates`),
     the screen (:class:`~flcore.federation.strategies.screen.ScreenedUpdates`), the DP wrapper
     and the rule, in that order. The screen is the last step that sees every reply
     before anything is aggregated, so this loop hands it the quorum (its

@@ -19,17 +19,9 @@ from typing import Any
 from flcore.config import RunConfig, to_dict
 from flcore.data.site import SiteSplit
 from flcore.governance.ledger import PrivacyLedger
-from flcore.governance.policy import (
-    GovernancePolicy,
-    Refusal,
-    RunFacts,
-    check_site,
-    ledger_path,
-    load_policy,
-    plan_hash,
-    site_policy,
-    training_plan,
-)
+from flcore.governance.plan import plan_hash, training_plan
+from flcore.governance.policy import GovernancePolicy, ledger_path, load_policy, site_policy
+from flcore.governance.rules import Refusal, RunFacts, check_site
 from flcore.learning.privacy import DpSgd
 
 

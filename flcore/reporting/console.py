@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from flcore.experiment.stats import ARMS
+from flcore.reporting.document import ci
+
 
 def _fmt(v: Any) -> str:
     return "   n/a" if v is None else f"{v:6.4f}"
@@ -101,9 +104,6 @@ def summary_table(results: dict[str, Any]) -> str:
 
 def seeds_table(stats: dict[str, Any], site_noun: str = "site") -> str:
     """Short human summary of a multi-seed run: each arm's mean and 95% interval, the paired verdicts."""
-    from flcore.experiment.stats import ARMS
-    from flcore.reporting.report import ci
-
     m = stats["metric"]
     lines = ["", f"{stats['n_seeds']} seeds {stats['seeds']}; {m}: mean [95% confidence interval]", ""]
     lines.append(f"{'arm':<12} {'union':>26} {'mean over ' + site_noun + 's':>26} {'worst ' + site_noun:>26}")
@@ -130,8 +130,6 @@ def seeds_table(stats: dict[str, Any], site_noun: str = "site") -> str:
 
 def ranking_table(comparison: dict[str, Any]) -> str:
     """The ranking of a sweep, with the pairs that differ beyond noise."""
-    from flcore.reporting.report import ci
-
     r = comparison.get("ranking")
     if r is None:
         return "\nnot ranked: the runs share fewer than 2 seeds."

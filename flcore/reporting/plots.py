@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flcore.experiment.stats import ARMS, interval
+from flcore.experiment.stats import ARMS, curve_of, interval
 
 if TYPE_CHECKING:
     from flcore.experiment.seeds import RunFolder
@@ -68,8 +68,6 @@ def _band(values: Sequence[Sequence[float | None]]) -> tuple[np.ndarray, np.ndar
 
 def convergence(run: RunFolder) -> str:
     """The primary metric after every round, per arm: mean over seeds with its 95% band."""
-    from flcore.experiment.stats import curve_of
-
     fig, axes = _figure()
     ax = axes[0][0]
     drawn = False

@@ -28,6 +28,7 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from flcore import keys
 from flcore.config import RunConfig, from_json
+from flcore.learning.xgb import is_booster, perturb_leaves, tree_count
 
 #: ConfigRecord key of train messages in an attack simulation: the attacking sites, comma-separated.
 ATTACKERS = "attackers"
@@ -62,8 +63,6 @@ def attack_arrays(sent: ArrayRecord, start: ArrayRecord, change: Callable[[np.nd
     site added.
     Other arrays (counters) pass unchanged.
     """
-    from flcore.learning.xgb import is_booster, perturb_leaves, tree_count
-
     out: dict[str, Array] = {}
     for name, arr in sent.items():
         a = arr.numpy()  # type: ignore[union-attr]

@@ -26,6 +26,7 @@ from flcore import keys
 from flcore.config import RunConfig
 from flcore.exceptions import ConfigError, UnknownNameError
 from flcore.federation.strategies.averaging import FedAvg, with_fast_average
+from flcore.federation.strategies.compressed import CompressedUpdates
 from flcore.federation.strategies.dp import ClientLevelDp
 from flcore.federation.strategies.screen import RejectFn, ScreenedUpdates
 from flcore.federation.strategies.sizeweighted import FedAvgSizeWeighted
@@ -191,7 +192,7 @@ def build_strategy(cfg: RunConfig, num_sites: int, on_reject: RejectFn | None = 
     strategy (equal site weights) is wrapped in Flower's
     ``DifferentialPrivacyServerSideFixedClipping`` with its RDP accountant
     (:class:`ClientLevelDp`). With ``update-compression`` other than ``none`` the
-    screen is wrapped in :class:`flcore.federation.codecs.CompressedUpdates` (its partner,
+    screen is wrapped in :class:`flcore.federation.strategies.compressed.CompressedUpdates` (its partner,
     ``compression_mod``, is in every ClientApp), which reports the updates it cannot
     decode to the screen.
     """
@@ -231,9 +232,6 @@ def build_strategy(cfg: RunConfig, num_sites: int, on_reject: RejectFn | None = 
     screen = ScreenedUpdates(strategy, on_reject)
     if cfg.update_compression == "none":
         return screen
-    # Imported here: flcore.federation.codecs builds on this package's StrategyWrapper.
-    from flcore.federation.codecs import CompressedUpdates
-
     # Undecodable updates go through the screen's record: on_reject sees them, and a lost quorum names them.
     return CompressedUpdates(
         screen, cfg.update_compression, compress_broadcast=cfg.compress_broadcast, on_reject=screen.reject

@@ -81,7 +81,7 @@ class ScreenedUpdates(StrategyWrapper):
 
     Notes
     -----
-    An outer wrapper that drops replies itself (:class:`flcore.federation.codecs.CompressedUpdates`,
+    An outer wrapper that drops replies itself (:class:`flcore.federation.strategies.compressed.CompressedUpdates`,
     for updates that cannot be decoded) reports them through :meth:`reject`, so that they
     are recorded like the screen's own and named when the quorum is lost.
     """

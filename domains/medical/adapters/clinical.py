@@ -17,18 +17,10 @@ from pathlib import Path
 import pandas as pd
 
 from flcore.data.site import SiteData
-from flcore.data.tables import (
-    CONSENT,
-    feature_columns,
-    invalid_rows,
-    parse_consent,
-    read_table,
-    site_tables,
-    stack_tables,
-    table_files,
-    validate_frame,
-)
+from flcore.data.tables import read_table, site_tables, stack_tables, table_files
+from flcore.data.validation import CONSENT, feature_columns, invalid_rows, parse_consent, validate_frame
 from flcore.exceptions import DataValidationError
+from flcore.governance.policy import site_drop_columns
 
 LABEL = "label"
 _EXPECTED = f"Write a header with the numeric feature columns and a '{LABEL}' column, then one row per patient."
@@ -85,9 +77,10 @@ class ClinicalTableAdapter:
             column named like a direct identifier included).
         """
         site_dir = Path(site_dir)
-        files, drop = site_tables(
+        files = site_tables(
             site_dir, "hospital", "Put the hospital's clinical table in a .csv or .parquet file inside the folder."
         )
+        drop = site_drop_columns(site_dir)
         parts = []
         read_total, no_consent, invalid = 0, 0, 0
         consent_recorded = True

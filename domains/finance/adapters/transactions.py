@@ -14,7 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from flcore.data.site import SiteData
-from flcore.data.tables import read_table, site_tables, stack_tables, table_files, validate_frame
+from flcore.data.tables import read_table, site_tables, stack_tables, table_files
+from flcore.data.validation import validate_frame
+from flcore.governance.policy import site_drop_columns
 
 N_FEATURES = 128
 LABEL = "label"
@@ -47,9 +49,10 @@ class TransactionAdapter:
             Naming the file, the column and the fix, for any breach of the contract.
         """
         site_dir = Path(site_dir)
-        files, drop = site_tables(
+        files = site_tables(
             site_dir, "bank", "Put the bank's transactions in transactions.csv or transactions.parquet."
         )
+        drop = site_drop_columns(site_dir)
         parts = []
         for path in files:
             x, y, cols = validate_frame(

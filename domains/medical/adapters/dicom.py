@@ -10,78 +10,43 @@ Contract, per hospital folder:
   using whichever it fills), and optionally ``consent`` (yes/no). Rows without
   consent are dropped before their file is opened.
 
-Every header is checked for identifiers (:mod:`domains.medical.deid`, under the
-de-identification the site's ``policy.toml`` declares) and for what it holds: only
-images of the patient are read, decoded as :mod:`domains.medical.pixels` says.
+Every header is checked for identifiers (:mod:`domains.medical.adapters.deid`, under
+the de-identification the site's ``policy.toml`` declares) and for what it holds: only
+images of the patient are read, decoded as :mod:`domains.medical.adapters.pixels` says.
 
-Decoded arrays are cached (``$FLSUITE_CACHE/dicom``, default
-``~/.cache/flsuite/dicom``), keyed by every input file's size and modification
-time and by the decoding settings, so a second run does not decode again.
+Decoded arrays are cached (:mod:`domains.medical.adapters.dicom_cache`), keyed by every
+input file's size and modification time and by the decoding settings, so a second run
+does not decode again.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydicom import config as pydicom_config
 from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
 
-from domains.medical.deid import DeidRules, identifier_findings, unreadable_finding
-from domains.medical.pixels import MAX_IMAGE_BYTES, ConstantImageError, decoder_error, image_problem, to_image
+from domains.medical.adapters.deid import DeidRules, identifier_findings, unreadable_finding
+from domains.medical.adapters.dicom_cache import cache_key, cache_root, load_site, save_site
+from domains.medical.adapters.dicom_files import candidate_files, quiet_values, uid_index, unreadable
+from domains.medical.adapters.pixels import MAX_IMAGE_BYTES, ConstantImageError, decoder_error, image_problem, to_image
 from flcore.data.files import describe_error
+from flcore.data.manifest import read_manifest
 from flcore.data.site import Problem, SiteData
-from flcore.data.tables import parse_consent
+from flcore.data.validation import parse_consent
 from flcore.exceptions import DataValidationError
-from flcore.governance.policy import Finding, GovernancePolicy, site_policy
-from flcore.outputs import atomic_write
+from flcore.governance.policy import GovernancePolicy, site_policy
+from flcore.governance.rules import Finding
 
 MANIFEST = "labels.csv"
-NOT_DICOM_SUFFIXES = frozenset(
-    {".csv", ".txt", ".md", ".json", ".tsv", ".xml", ".pdf", ".xlsx", ".npz", ".toml", ".yaml", ".yml", ".ini", ".log"}
-)
-CACHE_VERSION = 3  # bump when decoding changes, so old caches are not reused
-MAX_CACHE_ENTRIES = 32  # one entry per hospital folder and decoding setting
-
-
-@contextlib.contextmanager
-def quiet_values() -> Iterator[None]:
-    """Read headers without pydicom's value warnings, which quote the value (it may be an identifier)."""
-    before = pydicom_config.settings.reading_validation_mode
-    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
-    try:
-        yield
-    finally:
-        pydicom_config.settings.reading_validation_mode = before
 
 
 def rules_for(site_dir: Path, policy: GovernancePolicy | None = None) -> DeidRules:
     """The de-identification a site declares: ``policy``, else its folder's ``policy.toml``."""
     return DeidRules.of(policy if policy is not None else site_policy(Path(site_dir), GovernancePolicy()))
-
-
-def cache_root() -> Path:
-    """Where decoded arrays are cached: ``$FLSUITE_CACHE/dicom`` or ``~/.cache/flsuite/dicom``."""
-    return Path(os.environ.get("FLSUITE_CACHE", Path.home() / ".cache" / "flsuite")) / "dicom"
-
-
-def candidate_files(site_dir: Path) -> Iterator[Path]:
-    """Every file under ``site_dir`` that may be DICOM, in sorted order."""
-    for root, dirs, files in os.walk(site_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            p = Path(root) / name
-            if not name.startswith(".") and p.suffix.lower() not in NOT_DICOM_SUFFIXES:
-                yield p
 
 
 # --------------------------------------------------------------------------------------
@@ -146,41 +111,17 @@ class DicomAdapter:
 
     def _manifest(self, site_dir: Path) -> pd.DataFrame:
         path = site_dir / MANIFEST
-        if not path.is_file():
-            raise DataValidationError(
-                site_dir,
-                f"there is no {MANIFEST} manifest in the hospital folder.",
-                f"Write {MANIFEST} with columns file (path relative to the folder) or sop_instance_uid, "
-                "label (0/1) and consent (yes/no).",
-            )
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except pd.errors.EmptyDataError:
-            raise DataValidationError(
-                path, "the manifest is empty.", "Write a header (file,label,consent) and one row per image."
-            ) from None
-        except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
-            raise DataValidationError(
-                path,
-                f"the manifest could not be read as CSV ({describe_error(err)}).",
-                "Save it as comma-separated UTF-8 text the training user can read.",
-            ) from None
-        frame.columns = [str(c).strip().lower() for c in frame.columns]
-        dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
-        if dupes:
-            raise DataValidationError(
-                path,
-                f"column {dupes[0]!r} appears more than once (names are compared without case and spaces).",
-                "Keep one column of each name.",
-                field=dupes[0],
-            )
-        if "label" not in frame.columns:
-            raise DataValidationError(
-                path,
-                f"there is no 'label' column (columns found: {', '.join(frame.columns)}).",
-                "Add a 'label' column with 1 where the finding is present and 0 where it is absent.",
-                field="label",
-            )
+        frame = read_manifest(
+            path,
+            what="manifest",
+            site="hospital",
+            required={"label": "Add a 'label' column with 1 where the finding is present and 0 where it is absent."},
+            read_fix="Save it as comma-separated UTF-8 text the training user can read.",
+            missing_fix=f"Write {MANIFEST} with columns file (path relative to the folder) or sop_instance_uid, "
+            "label (0/1) and consent (yes/no).",
+            empty_fix="Write a header (file,label,consent) and one row per image.",
+        )
+        assert frame is not None  # a required manifest: absent or empty raises
         if "file" not in frame.columns and "sop_instance_uid" not in frame.columns:
             raise DataValidationError(
                 path,
@@ -237,7 +178,7 @@ class DicomAdapter:
         )
         by_uid: dict[str, str] = {}
         if (uids[files == ""] != "").any():
-            by_uid = self._uid_index(site_dir)
+            by_uid = uid_index(site_dir)
         root = site_dir.resolve()
         seen: set[str] = set()
         for row, file, uid, label in zip(frame.index, files, uids, frame["label"].str.strip(), strict=True):
@@ -293,7 +234,7 @@ class DicomAdapter:
             try:
                 ds = dcmread(path, defer_size="4 KB")
             except Exception as err:  # pydicom's parser raises many types on damaged files; recorded as a Problem
-                scan.problems.append(_unreadable(path, err))
+                scan.problems.append(unreadable(path, err))
                 continue
             scan.findings.extend(identifier_findings(ds, path, rules))
             problem = image_problem(ds, path, self.max_image_bytes)
@@ -302,18 +243,6 @@ class DicomAdapter:
                 continue
             scan.records.append((rel, int(label)))
         return scan
-
-    def _uid_index(self, site_dir: Path) -> dict[str, str]:
-        index = {}
-        for path in candidate_files(site_dir):
-            try:
-                ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-            except Exception:  # not indexed: a row naming its UID is then reported as having no such file
-                continue
-            uid = str(ds.get("SOPInstanceUID", "")).strip()
-            if uid:
-                index.setdefault(uid, path.relative_to(site_dir).as_posix())
-        return index
 
     def scan_identifiers(self, site_dir: Path, policy: GovernancePolicy | None = None) -> list[Finding]:
         """Identifiers in every DICOM file of the folder, listed or not in the manifest.
@@ -336,28 +265,8 @@ class DicomAdapter:
     # -- reading ------------------------------------------------------------------------
 
     def _cache_key(self, site_dir: Path, strict: bool) -> str:
-        entries = []
-        for root, dirs, files in os.walk(site_dir):
-            dirs.sort()
-            for name in sorted(files):
-                try:
-                    st = (Path(root) / name).lstat()
-                except OSError:
-                    continue
-                rel = os.path.relpath(Path(root) / name, site_dir)
-                entries.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
-        blob = json.dumps(
-            {
-                "version": CACHE_VERSION,
-                "site": str(site_dir.resolve()),
-                "size": self.image_size,
-                "frames": self.frames,
-                "strict": strict,
-                "consent": self.require_consent,
-                "files": entries,
-            }
-        )
-        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+        settings = {"size": self.image_size, "frames": self.frames, "strict": strict, "consent": self.require_consent}
+        return cache_key(site_dir, settings)
 
     def read(self, site_dir: Path, *, strict: bool = True) -> SiteData:
         """Load a hospital's labelled images (decoded once, then from the cache).
@@ -375,14 +284,14 @@ class DicomAdapter:
         cached = cache_root() / f"{key}.npz"
         if self.use_cache and cached.is_file():
             try:
-                return self._from_cache(site_dir, cached)
+                return load_site(site_dir, cached)
             except (OSError, ValueError, KeyError):
                 pass  # a damaged cache entry is rebuilt
         with quiet_values():
             site = self._decode(site_dir, strict)
         if self.use_cache:
             try:
-                self._to_cache(site, cached)
+                save_site(site, cached)
             except OSError:
                 pass  # an unwritable cache costs a decode next time, nothing else
         return site
@@ -397,7 +306,7 @@ class DicomAdapter:
             try:
                 ds = dcmread(path)
             except Exception as err:  # the header was readable, the rest is not; recorded as a Problem
-                problem = _unreadable(path, err)
+                problem = unreadable(path, err)
             else:
                 missing_decoder = decoder_error(ds, path)
                 if missing_decoder is not None:
@@ -448,38 +357,3 @@ class DicomAdapter:
                 "identifier_findings": scan.findings,
             },
         )
-
-    def _to_cache(self, site: SiteData, path: Path) -> None:
-        # Decoded patient images: readable by their owner only.
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        info = dict(site.info)
-        info["identifier_findings"] = [asdict(f) for f in site.info["identifier_findings"]]  # type: ignore[attr-defined]
-        with atomic_write(path, "wb", permissions=0o600) as handle:
-            np.savez(handle, x=site.x, y=site.y, info=np.asarray(json.dumps(info)))
-        # Bounded: keep the most recently written entries only (synthetic runs make new ones each time).
-        entries = sorted(path.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
-        for old in entries[MAX_CACHE_ENTRIES:]:
-            old.unlink(missing_ok=True)
-
-    def _from_cache(self, site_dir: Path, path: Path) -> SiteData:
-        with np.load(path) as z:
-            info = json.loads(str(z["info"]))
-            info["identifier_findings"] = [Finding(**f) for f in info["identifier_findings"]]
-            info["cached"] = True
-            return SiteData(site_dir.name, z["x"], z["y"], str(site_dir), info)
-
-
-def _unreadable(path: Path, err: Exception) -> Problem:
-    if isinstance(err, InvalidDicomError):
-        return Problem(
-            str(path),
-            "not_dicom",
-            "the file is not DICOM (no 'DICM' prefix and file meta header).",
-            "Remove it from labels.csv, or re-save it with a DICOM tool if it is an old ACR-NEMA file.",
-        )
-    return Problem(
-        str(path),
-        "not_dicom",
-        f"the file could not be read as DICOM ({describe_error(err)}).",
-        "Check that it is a complete DICOM file (it may be truncated) or remove it from labels.csv.",
-    )

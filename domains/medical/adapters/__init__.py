@@ -1,0 +1,1 @@
+"""Medical adapters, one module per adapter: ``dicom`` and ``clinical``; the other modules serve ``dicom`` only."""
