@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import re
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from flcore.exceptions import ConfigError
+from flcore.outputs import atomic_write
 
 SITE_NAME_RULE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
@@ -105,10 +105,8 @@ def _check_hosts(hosts: Sequence[str]) -> list[x509.GeneralName]:
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
-    mode = 0o600 if private else 0o644
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), mode)
+    # The suite's one writer: the temporary file is created 0600, so a private key is never readable by others.
+    with atomic_write(path, "wb", permissions=0o600 if private else 0o644) as handle:
         handle.write(data)
 
 
