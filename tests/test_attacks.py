@@ -566,6 +566,8 @@ def test_nan_from_every_bank_stops_the_run_before_the_model_changes(
 
     out = tmp_path / "out"
     args = ["run", "finance-five-banks", "--data", str(small_banks), "--rounds", "2", "--out", str(out), "--quiet"]
+    # The screen and the quorum, not Ray, are tested: in-process (tests/test_end_to_end.py runs the default engine).
+    args += ["--engine", "inprocess"]
     for value in ("attack=nan", "attack-sites=5", "local-epochs=1", "batch-size=64"):
         args += ["--set", value]
     # No usable update, fewer than min-sites (2): round 1 is not aggregated and the run stops (QuorumError).
@@ -588,7 +590,7 @@ def test_robustness_table_for_two_strategies_under_sign_flip(small_banks: Path, 
     from flcore.experiment.robustness import run_robustness, write_robustness
 
     # Four federations through Ray take minutes on two cores; the same ServerApp and ClientApp
-    # (attack mod, screen, strategies) run in-process here. The Ray path is covered by the CLI runs.
+    # (attack mod, screen, strategies) run in-process here. The Ray path is covered by tests/test_end_to_end.py.
     said: list[str] = []
     result = run_robustness(
         scenario.get("finance-five-banks"),

@@ -240,12 +240,12 @@ def test_cli_resume_refuses_other_settings_and_another_scenario(banks, tmp_path,
 
     cfg, params, _ = banks
     write_checkpoint(tmp_path / "checkpoint.npz", Checkpoint("r1", SC.name, to_dict(cfg), to_dict(params), 1, {}))
-    assert main(["run", SC.name, "--resume", str(tmp_path), "--rounds", "9"]) == 2
+    assert main(["run", SC.name, "--resume", str(tmp_path), "--rounds", "9", "--engine", "inprocess"]) == 2
     err = capsys.readouterr().err
     assert "num-server-rounds (checkpoint 3, given 9) differ" in " ".join(err.split())
-    assert main(["run", "medical-clinical", "--resume", str(tmp_path)]) == 2
+    assert main(["run", "medical-clinical", "--resume", str(tmp_path), "--engine", "inprocess"]) == 2
     assert f"flsuite run {SC.name} --resume" in " ".join(capsys.readouterr().err.split())
-    assert main(["run", SC.name, "--resume", str(tmp_path / "nowhere")]) == 2
+    assert main(["run", SC.name, "--resume", str(tmp_path / "nowhere"), "--engine", "inprocess"]) == 2
     assert "No checkpoint at" in capsys.readouterr().err
 
 

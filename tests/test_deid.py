@@ -268,7 +268,8 @@ def test_run_command_refuses_with_exit_2_audits_and_writes_no_results(
     hospital(tmp_path / "data", "hospital-a")
     hospital(tmp_path / "data", "hospital-b", identifiers_in=(0,))
     out = tmp_path / "out"
-    assert main(["run", "medical-three-hospitals", "--data", str(tmp_path / "data"), "--out", str(out)]) == 2
+    args = ["run", "medical-three-hospitals", "--data", str(tmp_path / "data"), "--out", str(out)]
+    assert main([*args, "--engine", "inprocess"]) == 2
     assert "'de-identified' refuses hospital 'hospital-b'" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["audit.jsonl"]  # no results, no model
     entries = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]

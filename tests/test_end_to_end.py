@@ -1,4 +1,9 @@
-"""One small run of finance-five-banks through the real Flower simulation engine, via the CLI."""
+"""One small run of finance-five-banks through the real Flower simulation engine, via the CLI.
+
+The default engine, as a user types the command: Ray. Most other end-to-end tests run the same
+ServerApp and ClientApp on the in-process grid (``--engine inprocess``); what only Ray does
+(worker processes, counted in the peak memory) is checked here.
+"""
 
 from __future__ import annotations
 
@@ -84,3 +89,9 @@ def test_federated_learns_something(run_dir: Path) -> None:
     # Fraud is ~0.6% of the union: a model that learned nothing has PR-AUC near 0.006.
     assert fed["union"]["pr_auc"] > 0.1
     assert fed["union"]["roc_auc"] > 0.75
+
+
+def test_peak_memory_counts_the_simulation_workers(run_dir: Path) -> None:
+    res = json.loads((run_dir / "results.json").read_text())["resources"]
+    assert res["peak_processes"] > 1  # the simulation workers are counted
+    assert 100 * 2**20 < res["peak_rss_bytes"] < 24 * 2**30

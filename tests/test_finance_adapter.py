@@ -101,7 +101,20 @@ def test_cli_run_exits_2_with_one_paragraph(banks_dir: Path, case: str, capsys: 
     mutate, _ = _bad_frames()[case]
     bad = write_bank(banks_dir, "bank_4", mutate(make_transactions(150, seed=4)), "csv")  # type: ignore[operator]
     out = banks_dir.parent / "out"
-    code = main(["run", "finance-five-banks", "--data", str(banks_dir), "--rounds", "1", "--out", str(out)])
+    code = main(
+        [
+            "run",
+            "finance-five-banks",
+            "--data",
+            str(banks_dir),
+            "--rounds",
+            "1",
+            "--out",
+            str(out),
+            "--engine",
+            "inprocess",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("flsuite: error: ")
@@ -114,14 +127,14 @@ def test_cli_run_exits_2_with_one_paragraph(banks_dir: Path, case: str, capsys: 
 def test_cli_refuses_mismatched_feature_names(banks_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     frame = make_transactions(150, seed=5).rename(columns={"f000": "amount"})
     write_bank(banks_dir, "bank_4", frame)
-    code = main(["run", "finance-five-banks", "--data", str(banks_dir), "--rounds", "1"])
+    code = main(["run", "finance-five-banks", "--data", str(banks_dir), "--rounds", "1", "--engine", "inprocess"])
     assert code == 2
     assert "feature columns differ" in capsys.readouterr().err
 
 
 def test_cli_refuses_site_below_min_cohort(banks_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_bank(banks_dir, "bank_tiny", make_transactions(20, seed=6, fraud=1))
-    code = main(["run", "finance-five-banks", "--data", str(banks_dir), "--rounds", "1"])
+    code = main(["run", "finance-five-banks", "--data", str(banks_dir), "--rounds", "1", "--engine", "inprocess"])
     err = capsys.readouterr().err
     assert code == 2
     assert "min-cohort" in err and "bank_tiny" in err

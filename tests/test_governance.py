@@ -40,7 +40,18 @@ def clinical_data(root: Path) -> Path:
 
 
 def run_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["run", "medical-clinical", "--data", str(data), "--out", str(out), "--quiet", *extra]
+    return [
+        "run",
+        "medical-clinical",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--quiet",
+        "--engine",
+        "inprocess",
+        *extra,
+    ]
 
 
 def audit_entries(path: Path) -> list[dict[str, object]]:
@@ -503,7 +514,7 @@ def test_site_gate_reserves_once_and_refuses_past_the_budget(tmp_path: Path) -> 
 
 
 def test_simulation_stops_when_a_site_refuses_even_if_the_coordinator_did_not_check(tmp_path: Path) -> None:
-    from flcore.federation.engines import run_federated_simulation
+    from flcore.federation.engines import in_process_simulation
 
     data = clinical_data(tmp_path / "data")
     cfg, params = CLINICAL.configure({"num-server-rounds": "1", "local-epochs": "1"})
@@ -516,7 +527,7 @@ def test_simulation_stops_when_a_site_refuses_even_if_the_coordinator_did_not_ch
     audit = AuditTrail(tmp_path / "audit.jsonl")
     rounds: list[object] = []
     with pytest.raises(GovernanceError, match=r"Governance rule 'require-dp' refuses \w+ 'hospital-b'") as info:
-        run_federated_simulation(
+        in_process_simulation(
             CLINICAL.name,
             cfg,
             params,

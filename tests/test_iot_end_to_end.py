@@ -33,6 +33,8 @@ def results(fleet: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("iot-out")
     # min-sites=1: five devices sampled, 30% offline; a round with a single reply still counts here.
     sets = ["fraction-train=0.5", "fraction-evaluate=0.5", "dropout-rate=0.3", "update-compression=int8", "min-sites=1"]
+    # Flower's simulation engine (Ray), the default: the in-process grid does not simulate dropouts yet
+    # (flcore.federation.engines.federation_grid builds the ClientApp without simulate_dropout).
     args = ["run", "iot-vibration-fleet", "--data", str(fleet), "--rounds", "4", "--out", str(out), "--quiet"]
     assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 0
     return json.loads((out / "results.json").read_text())
@@ -88,19 +90,15 @@ def test_updates_travel_in_8_bits(results: dict) -> None:
     assert fed["compression"]["codec"] == "int8" and fed["compression"]["broadcast"] is True
 
 
-def test_peak_memory_is_recorded(results: dict) -> None:
-    res = results["resources"]
-    assert res["peak_processes"] > 1  # the simulation workers are counted
-    assert 100 * 2**20 < res["peak_rss_bytes"] < 24 * 2**30
-
-
 def test_a_flat_lined_device_stops_the_run_before_anything_is_written(fleet: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     data = tmp_path / "fleet"
     shutil.copytree(fleet, data)
     device = sorted(p for p in data.iterdir() if p.is_dir())[3]
     np.save(device / "recordings" / "rec-0000.npy", np.zeros(12_800, dtype=np.float32))
     out = tmp_path / "out"
-    code = main(["run", "iot-vibration-fleet", "--data", str(data), "--out", str(out), "--rounds", "1"])
+    code = main(
+        ["run", "iot-vibration-fleet", "--data", str(data), "--out", str(out), "--rounds", "1", "--engine", "inprocess"]
+    )
     assert code == 2 and not out.exists()
     err = capsys.readouterr().err
     assert "rec-0000.npy" in err and "flat-lined" in err and "'accel'" in err
@@ -138,5 +136,7 @@ def test_devices_option_is_refused_for_fixed_scenarios(tmp_path: Path, capsys) -
 
 
 def test_repartitioning_a_fleet_is_refused(fleet: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    code = main(["run", "iot-vibration-fleet", "--data", str(fleet), "--set", "partition=dirichlet"])
+    code = main(
+        ["run", "iot-vibration-fleet", "--data", str(fleet), "--set", "partition=dirichlet", "--engine", "inprocess"]
+    )
     assert code == 2 and "partition=dirichlet does not apply to iot-vibration-fleet" in capsys.readouterr().err

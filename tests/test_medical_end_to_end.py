@@ -1,4 +1,4 @@
-"""Small runs of both medical scenarios through the CLI and the real Flower simulation engine."""
+"""Small runs of both medical scenarios through the CLI, on the in-process grid (the same apps, no Ray)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def imaging_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert main(["data", "make", "medical-three-hospitals", "--out", str(data), "--scale", "0.15"]) == 0
     out = root / "out"
     args = ["run", "medical-three-hospitals", "--data", str(data), "--rounds", "2", "--out", str(out), "--quiet"]
+    args += ["--engine", "inprocess"]
     assert main([*args, "--set", "local-epochs=1", "--set", "channels=8,16"]) == 0
     return json.loads((out / "results.json").read_text())
 
@@ -40,7 +41,9 @@ def test_imaging_run_writes_valid_results_with_operating_points(imaging_results:
 
 def test_clinical_run_on_the_real_data(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert main(["run", "medical-clinical", "--rounds", "3", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(["run", "medical-clinical", "--rounds", "3", "--out", str(out), "--quiet", "--engine", "inprocess"]) == 0
+    )
     results = json.loads((out / "results.json").read_text())
     validate_results(results)
     assert sum(s["n_train"] + s["n_val"] + s["n_test"] for s in results["data"]["sites"]) == 569

@@ -203,6 +203,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out: dict[str, Any] = {"data": data, "results": [], "entries": []}
     for i in (1, 2):
         args = ["run", "medical-clinical", "--data", str(data), "--out", str(root / f"out{i}"), "--quiet"]
+        args += ["--engine", "inprocess"]
         sets = ["--rounds", "2", "--set", "privacy=dp", "--set", f"dp-epsilon={EPSILON}"]
         assert main([*args, *sets]) == 0
         out["results"].append(json.loads((root / f"out{i}" / "results.json").read_text(encoding="utf-8")))
@@ -287,6 +288,7 @@ def test_third_run_past_the_budget_is_refused_by_the_cli(
     (data / "hospital-b" / SITE_POLICY_FILE).write_text(f"[privacy]\nmax-epsilon-total = {budget}\n", encoding="utf-8")
     out = tmp_path / "out"
     args = ["run", "medical-clinical", "--data", str(data), "--out", str(out), "--quiet", "--rounds", "2"]
+    args += ["--engine", "inprocess"]
     assert main([*args, "--set", "privacy=dp", "--set", f"dp-epsilon={EPSILON}"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "Governance rule 'max-epsilon-total' refuses hospital 'hospital-b'" in err

@@ -29,6 +29,8 @@ def test_secagg_refuses_what_it_cannot_serve() -> None:
 
 
 def test_secagg_matches_fedavg_within_quantisation_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Flower's simulation engine (Ray): the in-process grid cannot serve SecAgg+ yet. Flower's legacy
+    # workflow reads grid.run.run_id, and LocalGrid.run is None (AttributeError in setup_stage).
     sc = scenario.get("medical-clinical")
     cfg, params = sc.configure({"num-server-rounds": 2, "local-epochs": 1})
     splits = prepare_data(sc, cfg, None, lambda _: None, params).splits

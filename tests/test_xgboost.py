@@ -351,6 +351,8 @@ def test_cli_run_with_xgboost(tmp_path: Path) -> None:
             "--out",
             str(out),
             "--quiet",
+            "--engine",
+            "inprocess",
         ]
     )
     assert code == 0
