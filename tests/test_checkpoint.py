@@ -46,7 +46,7 @@ def _grid(cfg: Any, paths: list[str]) -> LocalGrid:
     from flcore.data.splitfiles import load_split
 
     govs = [SiteGovernance(load_split(Path(p)).name, SC.policy, None, split_facts(load_split(Path(p)))) for p in paths]
-    return federation_grid(paths, govs)
+    return federation_grid(paths, govs, cfg)
 
 
 def _plan(cfg: Any, params: Any, **kw: Any) -> FederationPlan:

@@ -1,4 +1,4 @@
-"""A small fleet through the CLI and the real Flower simulation engine: sampling, dropouts, 8-bit updates."""
+"""A small fleet through the CLI (in-process grid): sampling, dropouts, 8-bit updates."""
 
 from __future__ import annotations
 
@@ -33,9 +33,8 @@ def results(fleet: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("iot-out")
     # min-sites=1: five devices sampled, 30% offline; a round with a single reply still counts here.
     sets = ["fraction-train=0.5", "fraction-evaluate=0.5", "dropout-rate=0.3", "update-compression=int8", "min-sites=1"]
-    # Flower's simulation engine (Ray), the default: the in-process grid does not simulate dropouts yet
-    # (flcore.federation.engines.federation_grid builds the ClientApp without simulate_dropout).
     args = ["run", "iot-vibration-fleet", "--data", str(fleet), "--rounds", "4", "--out", str(out), "--quiet"]
+    args += ["--engine", "inprocess"]  # the ClientApp's dropout mod plays dropouts alike under both engines
     assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 0
     return json.loads((out / "results.json").read_text())
 

@@ -394,7 +394,7 @@ def test_nan_attackers_below_the_quorum_stop_a_federation_resumably(tmp_path: Pa
         SiteGovernance(load_split(Path(p)).name, sc.policy, None, split_facts(load_split(Path(p)))) for p in paths
     ]
     cfg = dataclasses.replace(cfg, attack="nan", attack_sites=2, min_sites=2)
-    grid = federation_grid(paths, governance, simulate_attack=True)
+    grid = federation_grid(paths, governance, cfg)
     audit = AuditTrail(tmp_path / "audit.jsonl")
     plan = FederationPlan(sc.name, cfg, params, num_sites=3, connect_timeout_s=5, audit=audit)
     plan.checkpoint = tmp_path / "checkpoint.npz"
@@ -417,7 +417,7 @@ def test_nan_attackers_below_the_quorum_stop_a_federation_resumably(tmp_path: Pa
     # With the quorum met (min-sites=1: the one honest bank), the same federation trains.
     cfg1 = dataclasses.replace(cfg, num_server_rounds=1, min_sites=1)
     plan1 = FederationPlan(sc.name, cfg1, params, num_sites=3, connect_timeout_s=5, checkpoint=tmp_path / "c1.npz")
-    outcome = run_federation(federation_grid(paths, governance, simulate_attack=True), plan1)
+    outcome = run_federation(federation_grid(paths, governance, cfg), plan1)
     assert outcome.monitor is not None and outcome.arrays is not None
     (only,) = outcome.monitor.rounds
     assert sorted(only.rejected) == attackers and sorted(only.per_site_train) == sorted(

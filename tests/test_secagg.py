@@ -11,7 +11,7 @@ from flcore import scenario
 from flcore.config import RunConfig
 from flcore.exceptions import ConfigError
 from flcore.experiment.prepare import prepare_data
-from flcore.federation.engines import run_federated_simulation
+from flcore.federation.engines import in_process_simulation
 from flcore.federation.mods.secagg import check_secagg
 
 
@@ -29,14 +29,12 @@ def test_secagg_refuses_what_it_cannot_serve() -> None:
 
 
 def test_secagg_matches_fedavg_within_quantisation_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    # Flower's simulation engine (Ray): the in-process grid cannot serve SecAgg+ yet. Flower's legacy
-    # workflow reads grid.run.run_id, and LocalGrid.run is None (AttributeError in setup_stage).
     sc = scenario.get("medical-clinical")
     cfg, params = sc.configure({"num-server-rounds": 2, "local-epochs": 1})
     splits = prepare_data(sc, cfg, None, lambda _: None, params).splits
-    plain = run_federated_simulation(sc.name, cfg, params, splits, tmp_path / "plain")
+    plain = in_process_simulation(sc.name, cfg, params, splits, tmp_path / "plain")
     secure_cfg = dataclasses.replace(cfg, secure_aggregation="secagg+")
-    secure = run_federated_simulation(sc.name, secure_cfg, params, splits, tmp_path / "secure")
+    secure = in_process_simulation(sc.name, secure_cfg, params, splits, tmp_path / "secure")
 
     assert plain.arrays is not None and secure.arrays is not None
     diffs = [float(np.abs(secure.arrays[k].numpy() - v.numpy()).max()) for k, v in plain.arrays.items()]  # type: ignore[union-attr]

@@ -14,6 +14,7 @@ from typing import Any
 
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid
+from flwr.supercore.run import Run
 
 from flcore import scenario as registry
 from flcore.data.site import SiteSplit
@@ -96,13 +97,7 @@ def run_federated_simulation(
     }
     run_simulation(
         server_app=make_server_app(plan, outcome),
-        client_app=make_client_app(
-            load_site=prepared_site_loader(paths),
-            torch_threads=max(1, int(cfg.num_cpus_per_client)),
-            simulate_dropout=cfg.dropout_rate > 0,
-            governance=prepared_governance(governance),
-            simulate_attack=cfg.attack != "none",
-        ),
+        client_app=site_client_app(paths, governance, cfg, torch_threads=max(1, int(cfg.num_cpus_per_client))),
         num_supernodes=len(splits),
         backend_config=backend_config,  # type: ignore[arg-type]
     )
@@ -211,19 +206,28 @@ class LocalGrid(Grid):
         pass
 
     @property
-    def run(self) -> Any:
-        return None
+    def run(self) -> Run:
+        return Run.create_empty(run_id=1)  # Flower's compatibility layer (SecAgg+ rounds) reads run.run_id
 
 
-def federation_grid(paths: list[str], governance: list[SiteGovernance], *, simulate_attack: bool = False) -> LocalGrid:
-    """A :class:`LocalGrid` of the suite's ClientApp, virtual node ``i`` serving the split ``paths[i]``."""
-    app = make_client_app(
+def site_client_app(paths: list[str], governance: list[SiteGovernance], cfg: Any, torch_threads: int) -> Any:
+    """The suite's ClientApp for prepared splits, the same under every engine: node ``i`` serves ``paths[i]``.
+
+    Dropouts (``dropout-rate``) and simulated attacks are played by the ClientApp's
+    mods, so both engines play them alike.
+    """
+    return make_client_app(
         load_site=prepared_site_loader(paths),
-        torch_threads=1,
+        torch_threads=torch_threads,
+        simulate_dropout=cfg.dropout_rate > 0,
         governance=prepared_governance(governance),
-        simulate_attack=simulate_attack,
+        simulate_attack=cfg.attack != "none",
     )
-    return LocalGrid(app, len(paths))
+
+
+def federation_grid(paths: list[str], governance: list[SiteGovernance], cfg: Any) -> LocalGrid:
+    """A :class:`LocalGrid` of the suite's ClientApp (:func:`site_client_app`, one torch thread per site)."""
+    return LocalGrid(site_client_app(paths, governance, cfg, torch_threads=1), len(paths))
 
 
 @contextlib.contextmanager
@@ -276,7 +280,7 @@ def in_process_simulation(
         resume=resume,
     )
     with task_identity():
-        grid = federation_grid(paths, governance, simulate_attack=cfg.attack != "none")
+        grid = federation_grid(paths, governance, cfg)
         return run_federation(grid, plan)
 
 
