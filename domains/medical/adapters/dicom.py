@@ -37,7 +37,7 @@ from flcore.data.files import describe_error
 from flcore.data.manifest import read_manifest
 from flcore.data.site import Problem, SiteData
 from flcore.data.validation import parse_consent
-from flcore.exceptions import DataValidationError
+from flcore.exceptions import DataValidationError, FlsuiteError
 from flcore.governance.policy import GovernancePolicy, site_policy
 from flcore.governance.rules import Finding
 
@@ -121,7 +121,8 @@ class DicomAdapter:
             "label (0/1) and consent (yes/no).",
             empty_fix="Write a header (file,label,consent) and one row per image.",
         )
-        assert frame is not None  # a required manifest: absent or empty raises
+        if frame is None:  # unreachable: with missing_fix given, read_manifest raises for an absent manifest
+            raise FlsuiteError(f"{path}: no manifest came back for a required one (a bug in flsuite; please report it)")
         if "file" not in frame.columns and "sop_instance_uid" not in frame.columns:
             raise DataValidationError(
                 path,
