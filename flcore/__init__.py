@@ -15,12 +15,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flcore.api import Run, check_site, run, scenarios, sweep, write_report
+    from flcore.api import Run, check_site, evaluate, load_model, run, scenarios, sweep, write_report
 
-__all__ = ["Run", "__version__", "check_site", "run", "scenarios", "sweep", "write_report"]
+__all__ = [
+    "Run",
+    "__version__",
+    "check_site",
+    "evaluate",
+    "load_model",
+    "run",
+    "scenarios",
+    "sweep",
+    "write_report",
+]
 __version__ = "0.1.0"
 
-_API = frozenset({"Run", "check_site", "run", "scenarios", "sweep", "write_report"})
+_API = frozenset({"Run", "check_site", "evaluate", "load_model", "run", "scenarios", "sweep", "write_report"})
 
 
 def __getattr__(name: str) -> Any:

@@ -12,6 +12,8 @@ them, and returns objects a notebook can use::
     run.per_site                                           # sites x arms, the primary metric
     run.paths                                              # results.json, report.md/.html, audit trail, ...
     flcore.check_site("medical", "data/hospitals").ok
+    model = flcore.load_model(run.out)                     # the federated model, checked byte by byte
+    model.predict_proba("new_patients.csv")                # scores through the same adapter and checks
 
 Heavy libraries (torch, Flower, the scenarios) load on the first call, not on import.
 """
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from flcore.experiment.sitecheck import CheckReport
+    from flcore.serving.model import TrainedModel
 
 _ARMS = ("federated", "centralised", "local_only")
 
@@ -97,9 +100,27 @@ class Run:
         return pd.DataFrame({arm: {name: s[arm]["mean"] for name, s in sites.items()} for arm in _ARMS})
 
     @property
+    def models(self) -> dict[str, Path]:
+        """Every arm's exported model folder: ``federated``, ``centralised``, ``local_only/<site>`` (one seed's run).
+
+        Load one with :func:`load_model`. A multi-seed summary has none of its own: each seed folder
+        (``Run.read(out / "seed-S")``) holds its models.
+        """
+        models = self.results.get("models") or {}
+        found = {arm: self.out / models[arm]["path"] for arm in ("federated", "centralised") if arm in models}
+        found.update({f"local_only/{site}": self.out / m["path"] for site, m in models.get("local_only", {}).items()})
+        return found
+
+    def load_model(self, arm: str = "federated") -> TrainedModel:
+        """One of :attr:`models`, loaded and checked byte by byte (:func:`load_model`)."""
+        if arm not in self.models:
+            raise KeyError(f"no model {arm!r} in {self.out}; models: {', '.join(self.models) or 'none'}")
+        return load_model(self.models[arm])
+
+    @property
     def paths(self) -> dict[str, Path]:
         """Everything the run wrote that exists: results, reports, audit trail, checkpoint, seed folders."""
-        names = ("results.json", "report.md", "report.html", "audit.jsonl", "checkpoint.npz")
+        names = ("results.json", "report.md", "report.html", "audit.jsonl", "checkpoint.npz", "models")
         found = {name: self.out / name for name in names if (self.out / name).exists()}
         found.update({p.name: p for p in sorted(self.out.glob("seed-*")) if p.is_dir()})
         return found
@@ -216,12 +237,42 @@ def write_report(*runs: Run | Path | str, out: Path | str | None = None) -> list
 
 
 def check_site(
-    domain: str, data: Path | str, *, lenient: bool = False, policy: Path | str | None = None
+    domain: str,
+    data: Path | str,
+    *,
+    lenient: bool = False,
+    policy: Path | str | None = None,
+    schema: Path | str | None = None,
 ) -> CheckReport:
     """What ``flsuite site check`` finds in a site folder (or a folder of sites): ``.ok``, ``.text()``, per site."""
     from flcore.experiment.sitecheck import check_sites
 
-    return check_sites(domain, Path(data), strict=not lenient, policy_file=Path(policy) if policy else None)
+    return check_sites(
+        domain,
+        Path(data),
+        strict=not lenient,
+        policy_file=Path(policy) if policy else None,
+        schema=Path(schema) if schema else None,
+    )
+
+
+def load_model(path: Path | str) -> TrainedModel:
+    """A run's exported model (``OUT/models/<arm>``, or a run folder for its federated model), checked byte by byte.
+
+    ``model.predict_proba(frame_or_path)`` scores new records through the same adapter and checks as training;
+    ``model.scores(...)`` adds record ids and decisions at the model's threshold (``flsuite predict``).
+    """
+    from flcore.serving.model import load_model as load
+
+    return load(path)
+
+
+def evaluate(model: Path | str | TrainedModel, data: Path | str, *, lenient: bool = False) -> dict[str, Any]:
+    """External validation of a model on labelled sites that did not train it (``flsuite evaluate``'s document)."""
+    from flcore.serving.evaluate import evaluate_model
+
+    trained = model if not isinstance(model, Path | str) else load_model(model)
+    return evaluate_model(trained, Path(data), strict=not lenient)
 
 
 def _common(

@@ -29,6 +29,10 @@ def _add_setting_options(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting (see `flsuite settings SCENARIO`)")
     p.add_argument("--out", help=f"output folder (default: {default_out})")
     p.add_argument("--policy", help="federation policy (TOML) over the domain's defaults; sites add their own")
+    p.add_argument(
+        "--schema",
+        help="tables: the sites' schema file (label, features, categories, missing values); default DATA/schema.toml",
+    )
 
 
 def _add_engine_option(p: argparse.ArgumentParser) -> None:
@@ -103,9 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("site", help="site-side utilities")
     stsub = st.add_subparsers(dest="site_command", required=True)
     c = stsub.add_parser("check", help="validate a site's data and scan it for direct identifiers (exit 2 on findings)")
-    c.add_argument("--domain", required=True, help="finance, medical or iot")
+    c.add_argument("--domain", required=True, help="finance, medical, iot or tabular")
     c.add_argument("--data", required=True, help="a site folder, or a directory with one sub-folder per site")
     c.add_argument("--lenient", action="store_true", help="report unusable files as skipped instead of failing")
+    c.add_argument("--schema", help="tables: the schema file to read them with (default: DATA/schema.toml if present)")
     c.set_defaults(fn=_command("data", "cmd_site_check"))
     j = stsub.add_parser(
         "join", help="check this site, then run its Flower SuperNode against the coordinator's SuperLink"
@@ -165,6 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-report", action="store_true", help="do not write report.md and report.html")
     _add_engine_option(r)
     r.set_defaults(fn=_command("run", "cmd_run"))
+
+    pr = sub.add_parser("predict", help="score new records with a run's model (a table, a site folder, recordings)")
+    pr.add_argument("model", help="a model folder (OUT/models/<arm>) or a run folder (its federated model)")
+    pr.add_argument("--data", required=True, help="a table file or a folder in the format the model was trained on")
+    pr.add_argument("--out", required=True, help="the scores file to write (.csv or .parquet)")
+    pr.add_argument("--lenient", action="store_true", help="skip unusable records instead of failing")
+    pr.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    pr.set_defaults(fn=_command("model", "cmd_predict"))
+    ev = sub.add_parser("evaluate", help="external validation: a run's model on labelled sites that did not train it")
+    ev.add_argument("model", help="a model folder (OUT/models/<arm>) or a run folder (its federated model)")
+    ev.add_argument("--data", required=True, help="a site folder, or a folder with one sub-folder per site")
+    ev.add_argument("--out", help="folder for evaluation.json and evaluation.md (default: runs/evaluation)")
+    ev.add_argument("--lenient", action="store_true", help="skip unusable records instead of failing")
+    ev.add_argument("--force", action="store_true", help="overwrite an evaluation in --out")
+    ev.set_defaults(fn=_command("model", "cmd_evaluate"))
 
     rp = sub.add_parser("report", help="write report.md and a self-contained report.html from run folders")
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders written by `flsuite run` (or results.json)")

@@ -77,6 +77,10 @@ class Scenario:
         Recommended settings per value of the domain's ``model`` parameter (e.g.
         under ``xgboost``: the tree strategy and one boosting round per round),
         applied over ``run_defaults`` when that model is chosen.
+    make_adapter : callable, optional
+        ``make_adapter(params, data_dir) -> DomainAdapter`` when the adapter depends on
+        the settings (a table's own schema: :func:`flcore.data.schema.find_schema`);
+        default: ``adapter`` always.
     """
 
     name: str
@@ -95,6 +99,13 @@ class Scenario:
     repartition: bool = True
     privacy_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     model_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    make_adapter: Callable[[Any, Path | None], DomainAdapter] | None = None
+
+    def adapter_for(self, params: Any = None, data_dir: Path | None = None) -> DomainAdapter:
+        """The adapter that reads this run's sites: ``make_adapter(params, data_dir)``, else ``adapter``."""
+        if self.make_adapter is None:
+            return self.adapter
+        return self.make_adapter(params if params is not None else self.params, data_dir)
 
     def split(self, site: SiteData, cfg: RunConfig) -> SiteSplit:
         """Hold out a site's test (and validation) data the way this scenario requires."""

@@ -30,6 +30,11 @@ class FinanceParams:
         "mlp (torch, weight-averaging strategies) or xgboost (boosted trees, fedxgb-bagging or fedxgb-cyclic).",
         choices=("mlp", "xgboost"),
     )
+    schema: str = setting(
+        "",
+        "A schema file for banks' own tables (label, features, categories, missing values; see README). Empty: "
+        "DATA/schema.toml when present, else the reference contract (128 numeric features and 'label').",
+    )
     hidden_sizes: str = setting("64,32", "Hidden layer widths, comma-separated.")
     dropout: float = setting(0.1, "Dropout after each hidden layer.", low=0.0, high=1.0, high_open=True)
     pos_weight: float = setting(10.0, "Weight of fraud examples in the loss.", low=0.0, low_open=True)

@@ -9,8 +9,11 @@ from domains.finance.config import RECOMMENDED_RUN, RECOMMENDED_XGBOOST_RUN, Fin
 from domains.finance.governance import DEFAULT_POLICY
 from domains.finance.models import FraudMLP
 from domains.finance.synthetic import FinanceSynthConfig, make_banks, write_banks
-from flcore.data.site import FeatureStats
+from flcore.data.schema import find_schema
+from flcore.data.schematable import SchemaTableAdapter
+from flcore.data.site import DomainAdapter, FeatureStats
 from flcore.exceptions import ConfigError
+from flcore.governance.policy import site_drop_columns
 from flcore.learning.task import BinaryClassificationTask
 from flcore.learning.xgb import XGBoostTask
 from flcore.scenario import Scenario
@@ -21,6 +24,14 @@ def make_data(out: Path, seed: int = 0, scale: float = 1.0, file_format: str | N
     if file_format not in (None, "parquet", "csv"):
         raise ConfigError(f"finance-five-banks writes parquet or csv tables, not {file_format}.")
     return write_banks(make_banks(FinanceSynthConfig(scale=scale), seed=seed), Path(out), file_format or "parquet")
+
+
+def make_adapter(params: FinanceParams, data_dir: Path | None) -> DomainAdapter:
+    """The banks' own schema (``schema`` setting or ``DATA/schema.toml``), else the 128-feature reference contract."""
+    schema = find_schema(params.schema, data_dir)
+    if schema is None:
+        return TransactionAdapter()
+    return SchemaTableAdapter(schema, site="bank", noun="transaction", drop_columns=site_drop_columns)
 
 
 def make_task(params: FinanceParams) -> BinaryClassificationTask | XGBoostTask:
@@ -49,4 +60,5 @@ SCENARIO = Scenario(
     privacy_defaults={"client-dp": {"strategy": "fedavg"}},
     model_defaults={"xgboost": RECOMMENDED_XGBOOST_RUN},
     policy=DEFAULT_POLICY,
+    make_adapter=make_adapter,
 )

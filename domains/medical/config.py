@@ -47,6 +47,11 @@ class ImagingParams:
 class ClinicalParams:
     """Hyperparameters of the clinical-table MLP (``--set key=value``)."""
 
+    schema: str = setting(
+        "",
+        "A schema file for the hospitals' own tables (label, features, categories, missing values, consent; see "
+        "README). Empty: DATA/schema.toml when present, else the reference contract (numeric features, 'label').",
+    )
     hidden_sizes: str = setting("16", "Hidden layer widths, comma-separated.")
     dropout: float = setting(0.0, "Dropout after each hidden layer.", low=0.0, high=1.0, high_open=True)
     pos_weight: float = setting(1.0, "Weight of positive examples in the loss.", low=0.0, low_open=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from domains.medical.adapters.clinical import ClinicalTableAdapter
@@ -17,8 +18,11 @@ from domains.medical.config import (
 from domains.medical.governance import DEFAULT_POLICY
 from domains.medical.models import ClinicalMLP, LesionCNN, augment_images
 from domains.medical.synthetic import write_clinical, write_hospitals
-from flcore.data.site import FeatureStats
+from flcore.data.schema import find_schema
+from flcore.data.schematable import SchemaTableAdapter
+from flcore.data.site import DomainAdapter, FeatureStats
 from flcore.exceptions import ConfigError
+from flcore.governance.policy import site_drop_columns
 from flcore.learning.task import BinaryClassificationTask
 from flcore.scenario import Scenario
 
@@ -57,6 +61,18 @@ def make_clinical_data(out: Path, seed: int = 0, scale: float = 1.0, file_format
     return write_clinical(Path(out), seed=seed, file_format=file_format or "csv")
 
 
+def make_clinical_adapter(params: ClinicalParams, data_dir: Path | None) -> DomainAdapter:
+    """The hospitals' own schema (``schema`` setting or ``DATA/schema.toml``), else the reference contract.
+
+    Consent stays required: a schema that names no consent column reads ``consent``.
+    """
+    schema = find_schema(params.schema, data_dir)
+    if schema is None:
+        return CLINICAL_ADAPTER
+    schema = dataclasses.replace(schema, consent=schema.consent or "consent")
+    return SchemaTableAdapter(schema, site="hospital", noun="patient", drop_columns=site_drop_columns)
+
+
 def make_clinical_task(params: ClinicalParams) -> BinaryClassificationTask:
     """The clinical MLP with ROC-AUC as primary metric and a Youden operating point."""
     hidden = params.hidden()
@@ -68,6 +84,8 @@ def make_clinical_task(params: ClinicalParams) -> BinaryClassificationTask:
         build=build, pos_weight=params.pos_weight, primary_metric="roc_auc", threshold_rule="youden"
     )
 
+
+CLINICAL_ADAPTER = ClinicalTableAdapter(require_consent=True)
 
 IMAGING = Scenario(
     name="medical-three-hospitals",
@@ -87,11 +105,12 @@ CLINICAL = Scenario(
     domain="medical",
     description="Three hospitals share a breast-cancer risk model (real Wisconsin data, label and size skew).",
     site_noun="hospital",
-    adapter=ClinicalTableAdapter(require_consent=True),
+    adapter=CLINICAL_ADAPTER,
     make_data=make_clinical_data,
     make_task=make_clinical_task,
     params=ClinicalParams(),
     run_defaults=RECOMMENDED_CLINICAL_RUN,
     policy=DEFAULT_POLICY,
     privacy_defaults={"dp": DP_CLINICAL_RUN},
+    make_adapter=make_clinical_adapter,
 )

@@ -29,7 +29,8 @@ from typing import Any
 from flcore import scenario as registry
 from flcore.checks.task import TaskCase, small_slice, task_failures
 from flcore.config import settings_of, validate
-from flcore.data.site import DomainAdapter, list_site_dirs
+from flcore.data.preprocess import federated_preprocessing, is_raw
+from flcore.data.site import DomainAdapter, SiteSplit, list_site_dirs
 from flcore.exceptions import ConfigError, FlsuiteUserError, ScenarioCheckError
 from flcore.federation.strategies import get_spec
 from flcore.governance.policy import GovernancePolicy, parse_policy, policy_toml
@@ -154,15 +155,16 @@ def check_generated_sites(sc: Scenario, tmp_path: Path) -> None:
     scenario's split keeps a non-empty training part without inventing records.
     """
     root = generated_sites(sc, tmp_path)
-    folders = list_site_dirs(root, sc.adapter)
+    adapter = sc.adapter_for(None, root)
+    folders = list_site_dirs(root, adapter)
     if len(folders) < 2:
         _fail(sc, f"make_data wrote {len(folders)} site folder(s); a federation needs at least 2")
     cfg = sc.default_run_config()
     shapes = set()
     for folder in folders:
-        if not sc.adapter.can_read(folder):
+        if not adapter.can_read(folder):
             _fail(sc, f"the adapter does not recognise the generated site {folder.name}")
-        site = sc.adapter.read(folder, strict=True)
+        site = adapter.read(folder, strict=True)
         if site.x.dtype.name != "float32" or site.y.dtype.name != "int64" or len(site) < 1:
             _fail(sc, f"{folder.name}: expected float32 x and int64 y, got {site.x.dtype} and {site.y.dtype}")
         if not set(site.y.tolist()) <= {0, 1}:
@@ -178,8 +180,12 @@ def check_generated_sites(sc: Scenario, tmp_path: Path) -> None:
 
 def task_cases(sc: Scenario, tmp_path: Path) -> list[TaskCase]:
     """The scenario's task (and one per model it recommends settings for) on a small slice of its first site."""
-    first = list_site_dirs(generated_sites(sc, tmp_path), sc.adapter)[0]
-    data = small_slice(sc.adapter.read(first, strict=True), TASK_RECORDS)
+    root = generated_sites(sc, tmp_path)
+    adapter = sc.adapter_for(None, root)
+    data = adapter.read(list_site_dirs(root, adapter)[0], strict=True)
+    if is_raw(data):  # a table read through its schema: encoded as the federation would (here from this site alone)
+        data = federated_preprocessing([SiteSplit(data.name, data, data)])[0][0].train
+    data = small_slice(data, TASK_RECORDS)
     cases = []
     for model in ("", *sc.model_defaults):
         values: dict[str, Any] = {"local-epochs": 1, **({"model": model} if model else {})}

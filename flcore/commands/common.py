@@ -33,6 +33,8 @@ def run_values(args: argparse.Namespace) -> dict[str, Any]:
     for option, key in (("rounds", "num-server-rounds"), ("seed", "seed"), ("strategy", "strategy")):
         if getattr(args, option, None) is not None:
             values[key] = getattr(args, option)
+    if getattr(args, "schema", None):
+        values["schema"] = str(Path(args.schema).resolve())
     return values
 
 

@@ -47,7 +47,9 @@ def cmd_data_make(args: argparse.Namespace) -> int:
     files = sc.make_data(out, args.seed, **options)
     for f in files:
         print(f)
-    print(f"wrote {len(files)} {sc.site_noun} folder(s) under {out}")
+    root = out.resolve()
+    folders = {Path(f).resolve().relative_to(root).parts[0] for f in files if Path(f).resolve().parent != root}
+    print(f"wrote {len(folders)} {sc.site_noun} folder(s) under {out}")
     return 0
 
 
@@ -55,6 +57,7 @@ def cmd_site_check(args: argparse.Namespace) -> int:
     """`flsuite site check --domain D --data DIR`: what a site's data office runs before joining."""
     from flcore.experiment.sitecheck import check_sites
 
-    report = check_sites(args.domain, Path(args.data), strict=not args.lenient)
+    schema = Path(args.schema) if args.schema else None
+    report = check_sites(args.domain, Path(args.data), strict=not args.lenient, schema=schema)
     print(report.text())
     return 0 if report.ok else 2

@@ -53,6 +53,7 @@ def _run_one(
     The caller has checked ``out`` first (:func:`preflight_run`).
     """
     from flcore.experiment.arms import run_experiment
+    from flcore.experiment.export import MODELS
     from flcore.federation.checkpoint import CHECKPOINT_FILE
 
     data = Path(args.data) if args.data else None
@@ -77,6 +78,7 @@ def _run_one(
         checkpoint=out / CHECKPOINT_FILE,
         resume=resume,
         engine=args.engine,
+        models_dir=out / MODELS,
     )
 
 

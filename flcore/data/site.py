@@ -24,10 +24,14 @@ class SiteData:
     y: np.ndarray
     source: str = ""
     info: dict[str, object] = field(default_factory=dict)
+    #: Optional: where each example came from (``"file.csv:12"``, a DICOM file, a recording window), one per row.
+    ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.x.ndim < 2 or self.y.ndim != 1 or len(self.x) != len(self.y):
             raise ValueError(f"site {self.name}: x must be (n, ...) and y (n,), got {self.x.shape} and {self.y.shape}")
+        if self.ids is not None and len(self.ids) != len(self.y):
+            raise ValueError(f"site {self.name}: {len(self.ids)} example ids for {len(self.y)} examples")
 
     def __len__(self) -> int:
         return len(self.y)
@@ -167,7 +171,8 @@ def split_site(site: SiteData, test_fraction: float, seed: int, val_fraction: fl
         tr, va = _stratified(tr, site.y[tr], val_fraction, seed + 1)
 
     def part(ix: np.ndarray, suffix: str) -> SiteData:
-        return SiteData(site.name, site.x[ix], site.y[ix], site.source, {**site.info, "split": suffix})
+        ids = site.ids[ix] if site.ids is not None else None
+        return SiteData(site.name, site.x[ix], site.y[ix], site.source, {**site.info, "split": suffix}, ids)
 
     return SiteSplit(site.name, part(tr, "train"), part(te, "test"), part(va, "validation") if va is not None else None)
 

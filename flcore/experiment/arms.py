@@ -11,13 +11,14 @@ import numpy as np
 
 from flcore.config import RunConfig, to_dict
 from flcore.data.site import FeatureStats, SiteData, SiteSplit
+from flcore.experiment.export import export_models
 from flcore.experiment.federate import federate
 from flcore.experiment.gate import gate
 from flcore.experiment.prepare import prepare_data
 from flcore.experiment.progress import Progress, round_line, show_arm
 from flcore.experiment.resources import PeakMemory
 from flcore.experiment.results import SCHEMA_VERSION, clean, environment, now_utc, suite_version, validate_results
-from flcore.experiment.scoring import Curve, compare, constant, score_arm
+from flcore.experiment.scoring import Curve, compare, constant, federated_model, score_arm
 from flcore.federation.engines import ENGINE_LABELS, engine_for
 from flcore.federation.preflight import check_federation
 from flcore.governance.policy import GovernancePolicy
@@ -38,6 +39,7 @@ def run_experiment(
     checkpoint: Path | None = None,
     resume: Any = None,
     engine: str = "simulation",
+    models_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run the three arms and return results.json content (validated against the schema).
 
@@ -66,6 +68,9 @@ def run_experiment(
     engine : str
         The federated arm's engine: ``"simulation"`` (Flower's simulation engine, on
         Ray) or ``"inprocess"`` (the same apps in this process, no Ray).
+    models_dir : Path, optional
+        Where every arm's model is exported (:func:`flcore.experiment.export.export_models`),
+        listed under ``models`` in the results.
 
     The governance gate runs after the data are read and before any training; a
     refusal raises :class:`GovernanceError` (exit code 2) after it is audited. The
@@ -91,6 +96,7 @@ def run_experiment(
             checkpoint,
             resume,
             engine,
+            models_dir,
         )
     results["resources"] = memory.to_json()
     validate_results(results)
@@ -109,6 +115,7 @@ def _run_arms(
     checkpoint: Path | None,
     resume: Any,
     engine: str,
+    models_dir: Path | None,
 ) -> dict[str, Any]:
     """Prepare and gate the sites, run the three arms in turn, and assemble results.json."""
     task = scenario.make_task(params)
@@ -185,13 +192,13 @@ def _run_arms(
     baseline = task.baseline_rounds(cfg, len(splits))
     budget = f"{baseline * cfg.local_epochs} " + ("boosting rounds" if task.model_family == "xgboost" else "epochs")
     progress(f"[2/3] centralised: all training splits pooled, {budget}")
-    centralised = _centralised(task, cfg, splits, baseline)
+    centralised, central_model = _centralised(task, cfg, splits, baseline)
     show_arm("centralised", centralised, primary, progress)
     progress(f"[3/3] local-only: each {scenario.site_noun} alone, {budget}")
-    local_only = _local_only(task, cfg, splits, baseline)
+    local_only, local_models = _local_only(task, cfg, splits, baseline)
     show_arm("local-only", local_only, primary, progress)
 
-    results = {
+    results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "suite_version": suite_version(),
         "created_utc": now_utc(),
@@ -214,6 +221,33 @@ def _run_arms(
         "comparison": compare(federated, centralised, local_only, primary),
         "governance": gate_record,
     }
+    if prepared.schema is not None:
+        results["data"]["schema"] = prepared.schema
+    if prepared.preprocessing is not None:
+        gate_record["preprocessing"] = {
+            "computed_from": "per-site statistics of the training rows (counts, sums, category sets), never rows",
+            "disclosed": [d.to_json() for d in prepared.disclosures],
+            "result": prepared.preprocessing.to_json(),
+        }
+    if models_dir is not None:
+        arms = results["arms"]
+        models = {"federated": federated_model(task, outcome, cfg.seed), "centralised": central_model}
+        context = {
+            "run_id": run_id,
+            "plan": gate_record["plan"],
+            "schema": prepared.schema,
+            "preprocessing": prepared.preprocessing.to_json() if prepared.preprocessing is not None else None,
+            "label": _label_meaning(prepared.schema),
+            "privacy": outcome.privacy,
+        }
+        results["models"] = export_models(
+            models_dir, scenario, cfg, params, task, splits, arms, {**models, "local_only": local_models}, context
+        )
+        progress(f"models: {models_dir} (federated, centralised, local-only per {scenario.site_noun})")
+        if audit is not None:
+            digests = {a: results["models"][a]["digest"] for a in ("federated", "centralised")}
+            digests.update({f"local_only/{n}": e["digest"] for n, e in results["models"]["local_only"].items()})
+            audit.append("models", run=run_id, digests=digests)
     if audit is not None:
         audit.append(
             "run-end",
@@ -228,7 +262,7 @@ def _run_arms(
     return clean(results)
 
 
-def _centralised(task: Task, cfg: RunConfig, splits: list[SiteSplit], baseline: int) -> dict[str, Any]:
+def _centralised(task: Task, cfg: RunConfig, splits: list[SiteSplit], baseline: int) -> tuple[dict[str, Any], Any]:
     """The centralised arm: one model on every site's training split pooled, ``baseline`` rounds, scored."""
     t0 = time.perf_counter()
     pooled = SiteData(
@@ -250,10 +284,12 @@ def _centralised(task: Task, cfg: RunConfig, splits: list[SiteSplit], baseline: 
     arm = score_arm(task, splits, constant(model), task.primary_metric, shared_model=True)
     arm["curve"] = curve.to_json()
     arm["wall_time_s"] = time.perf_counter() - t0
-    return arm
+    return arm, model
 
 
-def _local_only(task: Task, cfg: RunConfig, splits: list[SiteSplit], baseline: int) -> dict[str, Any]:
+def _local_only(
+    task: Task, cfg: RunConfig, splits: list[SiteSplit], baseline: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The local-only arm: each site's own model on its own training split, ``baseline`` rounds, scored."""
     t0 = time.perf_counter()
     models = {}
@@ -276,7 +312,7 @@ def _local_only(task: Task, cfg: RunConfig, splits: list[SiteSplit], baseline: i
     union_y = np.concatenate([s.test.y for s in splits])
     arm["per_site_model_on_union"] = {name: task.score(union_y, task.predict(m, union_x)) for name, m in models.items()}
     arm["wall_time_s"] = time.perf_counter() - t0
-    return arm
+    return arm, models
 
 
 def _site_info(split: SiteSplit) -> dict[str, Any]:
@@ -291,3 +327,11 @@ def _site_info(split: SiteSplit) -> dict[str, Any]:
         "source": split.train.source,
         "skipped": dict(split.train.info.get("skipped", {})),  # type: ignore[call-overload]
     }
+
+
+def _label_meaning(schema: dict[str, Any] | None) -> str:
+    """What a model's score means, for its manifest."""
+    if schema is None:
+        return "the score is the model's estimate that the label is 1 (positive); 0 is negative"
+    negative = f"'{schema['negative']}'" if schema.get("negative") is not None else "any other value"
+    return f"the score is the model's estimate that {schema['label']} = '{schema['positive']}'; {negative} is negative"

@@ -8,7 +8,8 @@ from typing import Any, cast
 
 from flcore.config import RunConfig
 from flcore.data.partition import repartition
-from flcore.data.site import SiteData, SiteSplit, list_site_dirs
+from flcore.data.preprocess import Preprocessing, SiteSummary, federated_preprocessing, is_raw
+from flcore.data.site import DomainAdapter, SiteData, SiteSplit, list_site_dirs
 from flcore.exceptions import ConfigError, DataValidationError, GovernanceError
 from flcore.experiment.progress import Progress
 from flcore.governance.policy import GovernancePolicy
@@ -25,6 +26,10 @@ class PreparedData:
     splits: list[SiteSplit]
     left_out: list[dict[str, str]] = field(default_factory=list)
     governance: list[SiteGovernance] = field(default_factory=list)
+    #: For tables read through a schema: the federation's preprocessing, and what each site disclosed for it.
+    preprocessing: Preprocessing | None = None
+    disclosures: list[SiteSummary] = field(default_factory=list)
+    schema: dict[str, Any] | None = None
 
 
 def load_sites(
@@ -33,6 +38,7 @@ def load_sites(
     strict: bool = True,
     progress: Progress | None = None,
     left_out: list[dict[str, str]] | None = None,
+    adapter: DomainAdapter | None = None,
 ) -> list[SiteData]:
     """Read and validate every site folder of ``data_dir`` through the scenario's adapter.
 
@@ -42,11 +48,12 @@ def load_sites(
     leave out a site whose data cannot be used at all, or that is under the minimum
     cohort.
     """
+    adapter = adapter or scenario.adapter
     sites = []
     dropped: list[dict[str, str]] = []
-    for d in list_site_dirs(data_dir, scenario.adapter):
+    for d in list_site_dirs(data_dir, adapter):
         try:
-            site = scenario.adapter.read(d, strict=strict)
+            site = adapter.read(d, strict=strict)
             site.info["site_dir"] = str(d)  # adapters may name a file as the source; policies live in the folder
             if scenario.leave_out_unusable and not strict:
                 check_min_cohort([site], scenario.policy, scenario.site_noun)
@@ -131,14 +138,13 @@ def prepare_data(
     """
     policy = policy or scenario.policy
     left_out: list[dict[str, str]] = []
-    if data_dir is None:
-        generated = synthetic_data(scenario, cfg.seed, params, progress)
-        sites = load_sites(scenario, generated, strict=cfg.data_mode == "strict", progress=progress, left_out=left_out)
-        source = "synthetic"
-    else:
+    root = synthetic_data(scenario, cfg.seed, params, progress) if data_dir is None else Path(data_dir)
+    if data_dir is not None:
         progress(f"reading {data_dir} ...")
-        sites = load_sites(scenario, data_dir, strict=cfg.data_mode == "strict", progress=progress, left_out=left_out)
-        source = str(data_dir)
+    adapter = scenario.adapter_for(params, root)
+    strict = cfg.data_mode == "strict"
+    sites = load_sites(scenario, root, strict=strict, progress=progress, left_out=left_out, adapter=adapter)
+    source = "synthetic" if data_dir is None else str(data_dir)
     governance = [
         SiteGovernance.of(
             site.name, Path(str(site.info["site_dir"])) if data_dir is not None else None, policy, site_facts(site)
@@ -155,7 +161,7 @@ def prepare_data(
         for example in list(site.info.get("skipped_examples", []))[:5]:  # type: ignore[call-overload]
             progress(f"    skipped {example}")
     if cfg.partition != "natural":
-        if not scenario.repartition:
+        if not scenario.repartition or is_raw(sites[0]):
             raise ConfigError(
                 f"partition={cfg.partition} does not apply to {scenario.name}: its {scenario.site_noun}s are "
                 "natural units whose data cannot be pooled and re-dealt. Use partition=natural."
@@ -176,5 +182,14 @@ def prepare_data(
         for site in sites:  # every record was consented if every source site recorded consent
             site.info["consent_recorded"] = all(c is True for c in consent) if None not in consent else None
         governance = [SiteGovernance(site.name, policy, None, site_facts(site)) for site in sites]
-    splits = [scenario.split(s, cfg) for s in sites]
-    return PreparedData(source, splits, left_out, governance)
+    schema = sites[0].info.get("schema")
+    splits, preprocessing, disclosures = federated_preprocessing([scenario.split(s, cfg) for s in sites])
+    if preprocessing is not None:
+        progress(
+            f"preprocessing from the {scenario.site_noun}s' statistics: {len(preprocessing.columns)} columns -> "
+            f"{len(preprocessing.feature_names)} features ({len(preprocessing.categories)} categorical, "
+            f"{len(preprocessing.impute)} imputed with the federation's means)"
+        )
+    return PreparedData(
+        source, splits, left_out, governance, preprocessing, disclosures, schema if isinstance(schema, dict) else None
+    )

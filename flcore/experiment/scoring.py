@@ -63,16 +63,23 @@ def score_arm(
     }
 
 
-def score_federated(task: Task, splits: list[SiteSplit], outcome: Any, seed: int) -> dict[str, Any]:
-    """Score a federation's final global model (:class:`~flcore.federation.plan.FederationOutcome`) on each site."""
+def federated_model(task: Task, outcome: Any, seed: int) -> Any:
+    """A federation's final global model (:class:`~flcore.federation.plan.FederationOutcome`), as a model object."""
     if outcome.feature_stats is None or outcome.arrays is None:
         raise FlsuiteError(
-            "score_federated: the federation returned no final model or no feature statistics; a completed "
+            "the federation returned no final model or no feature statistics; a completed "
             "federation always has both (this is a bug in flsuite, please report it)."
         )
     model = task.init_model(outcome.feature_stats, seed)
     task.load_model_arrays(model, outcome.arrays)
-    return score_arm(task, splits, lambda _: model, task.primary_metric, shared_model=True)
+    return model
+
+
+def score_federated(task: Task, splits: list[SiteSplit], outcome: Any, seed: int) -> dict[str, Any]:
+    """Score a federation's final global model on each site."""
+    return score_arm(
+        task, splits, constant(federated_model(task, outcome, seed)), task.primary_metric, shared_model=True
+    )
 
 
 def _calibrated_union(

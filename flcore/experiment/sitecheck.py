@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from flcore import scenario as scenario_registry
+from flcore.data.schema import find_schema
+from flcore.data.schematable import SchemaTableAdapter
 from flcore.data.site import DomainAdapter
 from flcore.exceptions import DataValidationError, FlsuiteUserError, GovernanceError, UnknownNameError
 from flcore.governance.ledger import PrivacyLedger
-from flcore.governance.policy import GovernancePolicy, ledger_path, load_policy, site_policy
+from flcore.governance.policy import GovernancePolicy, ledger_path, load_policy, site_drop_columns, site_policy
 from flcore.governance.rules import Finding, check_min_cohort, open_findings
 
 
@@ -107,14 +109,25 @@ def _site_dirs(data: Path, adapters: list[Any]) -> list[tuple[Path, Any]]:
     return sites
 
 
-def check_sites(domain: str, data: Path, strict: bool = True, policy_file: Path | None = None) -> CheckReport:
+def check_sites(
+    domain: str, data: Path, strict: bool = True, policy_file: Path | None = None, schema: Path | None = None
+) -> CheckReport:
     """Check a site folder, or every site folder under ``data``, for the given domain.
 
     The policy applied is ``policy_file`` when given (a deployed site's ``policy``),
-    else each site's own ``policy.toml``, over the domain's defaults.
+    else each site's own ``policy.toml``, over the domain's defaults. Tables are read
+    through ``schema`` when given, or ``DATA/schema.toml`` when present
+    (:func:`flcore.data.schema.find_schema`), as a run would read them.
     """
+    adapters = _adapters(domain)
+    table_schema = find_schema(str(schema or ""), Path(data))
+    if table_schema is not None:
+        adapters = [
+            (SchemaTableAdapter(table_schema, noun, drop_columns=site_drop_columns), policy, noun)
+            for _, policy, noun in adapters[:1]
+        ]
     reports = []
-    for folder, (adapter, policy, noun) in _site_dirs(Path(data), _adapters(domain)):
+    for folder, (adapter, policy, noun) in _site_dirs(Path(data), adapters):
         report = SiteReport(folder.name, str(folder))
         try:
             # the site's policy over the domain's defaults
@@ -132,6 +145,8 @@ def check_sites(domain: str, data: Path, strict: bool = True, policy_file: Path 
             report.errors.append(str(err))
         else:
             report.records, report.positives = len(site), int(site.y.sum())
+            if "vocab" in site.info:  # a table read through a schema: what preprocessing will meet
+                report.notes += _schema_notes(site)
             report.skipped = {str(k): int(v) for k, v in dict(site.info.get("skipped", {})).items()}  # type: ignore[call-overload]
             report.problems = [str(p) for p in site.info.get("skipped_examples", [])]  # type: ignore[attr-defined]
             if scan is None:
@@ -154,3 +169,20 @@ def check_sites(domain: str, data: Path, strict: bool = True, policy_file: Path 
                 report.errors.append(str(err))
         reports.append(report)
     return CheckReport(domain, strict, reports)
+
+
+def _schema_notes(site: Any) -> list[str]:
+    """What a schema table holds beyond its counts: features, categories, missing values."""
+    columns = list(site.info["raw_columns"])
+    vocab = dict(site.info["vocab"])
+    missing = {c: int(n) for c, n in zip(columns, (site.x != site.x).sum(axis=0), strict=True) if n}
+    notes = [
+        f"schema: {len(columns)} feature column(s), {len(vocab)} categorical"
+        + (f" ({', '.join(f'{c}: {len(v)} categories' for c, v in vocab.items())})" if vocab else "")
+    ]
+    if missing:
+        notes.append(
+            "missing values (imputed with the federation's means): "
+            + ", ".join(f"{c} {n}" for c, n in sorted(missing.items()))
+        )
+    return notes

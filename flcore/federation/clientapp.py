@@ -17,6 +17,7 @@ from flwr.clientapp import ClientApp
 from flcore import keys
 from flcore import scenario as scenario_registry
 from flcore.config import RunConfig
+from flcore.data.preprocess import is_raw
 from flcore.data.site import FeatureStats, SiteSplit, list_site_dirs
 from flcore.data.splitfiles import SITE_CACHE, load_split
 from flcore.exceptions import ConfigError
@@ -68,6 +69,13 @@ def _folder_site_loader(context: Context, cfg: RunConfig, scenario: scenario_reg
 
     def make() -> SiteSplit:
         site = scenario.adapter.read(site_dir, strict=cfg.data_mode == "strict")
+        if is_raw(site):
+            raise ConfigError(
+                f"{site_dir}: {scenario.name} reads tables through a schema, whose preprocessing (imputation values, "
+                "category maps) the federation computes from the sites' statistics before training; deployed runs "
+                "do not compute it yet. Run this federation with `flsuite run` (simulation), or export tables that "
+                "need no schema (the scenario's reference contract)."
+            )
         return scenario.split(site, cfg)  # the site's gate (siteguard) checks it before any use
 
     return SITE_CACHE.get(key, make)

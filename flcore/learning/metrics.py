@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
@@ -108,4 +109,20 @@ def detection_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float |
         out[keys.F1] = None
     else:
         out[keys.F1] = 0.0 if not tp else 2 * tp / (2 * tp + fp + (n_pos - tp))
+    return out
+
+
+def with_operating_point(
+    out: dict[str, Any], y: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray | None
+) -> dict[str, Any]:
+    """``out`` with sensitivity, specificity and the threshold at ``threshold`` (None values without one).
+
+    Always the same keys, because Flower's strategies require identical metric keys from every site.
+    """
+    if threshold is None:
+        out.update({keys.SENSITIVITY: None, keys.SPECIFICITY: None, keys.THRESHOLD: None})
+        return out
+    out.update(operating_point(y, scores, threshold))
+    t = np.asarray(threshold, dtype=float)
+    out[keys.THRESHOLD] = float(t) if t.ndim == 0 else None
     return out

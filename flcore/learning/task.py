@@ -213,14 +213,7 @@ class BinaryClassificationTask(TorchExchange):
         out: dict[str, Any] = metrics.binary_metrics(y, scores)
         out["loss"] = bce_loss(scores, y)
         if self.threshold_rule is not None:
-            # Always the same keys (None when no operating point could be chosen),
-            # because Flower's strategies require identical metric keys from every site.
-            if threshold is None:
-                out.update({keys.SENSITIVITY: None, keys.SPECIFICITY: None, keys.THRESHOLD: None})
-            else:
-                out.update(metrics.operating_point(y, scores, threshold))
-                t = np.asarray(threshold, dtype=float)
-                out[keys.THRESHOLD] = float(t) if t.ndim == 0 else None
+            metrics.with_operating_point(out, y, scores, threshold)
         return out
 
 

@@ -158,11 +158,15 @@ class XGBoostTask:
     threads : int
         Threads XGBoost may use; 0: as many as torch may use in this process (1 per
         virtual site in simulation).
+    threshold_rule : str or None
+        ``"youden"``: an operating point is chosen on validation data by Youden's J;
+        None: threshold-free metrics only.
     """
 
     booster_params: Mapping[str, Any] = field(default_factory=dict)
     threads: int = 0
     primary_metric: str = keys.PR_AUC
+    threshold_rule: str | None = None
     threshold_scope: str = "pooled"
     model_family: str = "xgboost"
 
@@ -226,13 +230,15 @@ class XGBoostTask:
         return np.asarray(model.booster.predict(xgb.DMatrix(x)), dtype=np.float64)
 
     def choose_threshold(self, y_val: np.ndarray, scores_val: np.ndarray) -> float | None:
-        return None
+        return metrics.youden_threshold(y_val, scores_val) if self.threshold_rule == "youden" else None
 
     def score(self, y: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray | None = None) -> dict[str, Any]:
         from flcore.learning.training import bce_loss
 
         out: dict[str, Any] = metrics.binary_metrics(y, scores)
         out["loss"] = bce_loss(scores, y)
+        if self.threshold_rule is not None:
+            metrics.with_operating_point(out, y, scores, threshold)
         return out
 
     # -- exchange --------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Tabular domain: binary classification on any table described by a schema (scenario ``tabular``)."""
