@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,12 @@ import pandas as pd
 import pydicom
 import pytest
 
+from domains.tabular.synthetic import SCHEMA_TEXT
 from flcore import scenario
 from flcore.checks.adapter import PLANTED, AdapterCase, adapter_checks, check_id
+from flcore.data.schema import TableSchema
+from flcore.data.schematable import SchemaTableAdapter
+from flcore.governance.policy import site_drop_columns
 
 
 def _first_site(scenario_name: str, folder: Path, **options: object) -> None:
@@ -95,6 +100,13 @@ def _cases() -> list[AdapterCase]:
             _consented_dicom,
             plant_identifier=_dicom_with_name,
             plant_huge=_dicom_claiming_terabytes,
+        ),
+        AdapterCase(
+            "tabular-schema",
+            SchemaTableAdapter(TableSchema.from_dict(tomllib.loads(SCHEMA_TEXT)), drop_columns=site_drop_columns),
+            lambda f: _first_site("tabular", f, scale=0.2),
+            _table,
+            plant_identifier=_with_identifier_column,
         ),
         AdapterCase(
             "iot-vibration",

@@ -30,6 +30,7 @@ def feature_columns(
     drop: Iterable[str] = (),
     label_fix: str = "Map the positive class to 1 and the negative class to 0.",
     noun: str = "record",
+    label_required: bool = True,
 ) -> list[str]:
     """The feature columns of a table, after checking the label column and the feature count.
 
@@ -53,6 +54,9 @@ def feature_columns(
         What 1 and 0 mean, e.g. "Map fraud to 1 and legitimate to 0."
     noun : str
         What a row is ("transaction", "patient").
+    label_required : bool
+        Refuse a table without the label column (True, for training); False accepts one
+        (records to score), and the label column, when present, is still no feature.
 
     Returns
     -------
@@ -63,12 +67,12 @@ def feature_columns(
     ------
     DataValidationError
         When a column is named like a direct identifier (even one ``ignored`` would have
-        left out, such as ``national_id``), the label column is missing or the feature
-        count is wrong.
+        left out, such as ``national_id``), the label column is missing (if required) or
+        the feature count is wrong.
     """
     refuse_identifiers(frame.columns, path)
     drop = set(drop)
-    if label not in frame.columns:
+    if label_required and label not in frame.columns:
         raise DataValidationError(
             path,
             f"there is no '{label}' column (columns found: {_preview(frame.columns)}).",
@@ -76,18 +80,19 @@ def feature_columns(
             field=label,
         )
     features = [c for c in frame.columns if c != label and c not in drop and not ignored.match(c)]
-    others = ", ".join(f"'{c}'" for c in [label, *sorted(drop & set(frame.columns))])
+    named = [label] if label_required or label in frame.columns else []
+    others = ", ".join(f"'{c}'" for c in [*named, *sorted(drop & set(frame.columns))])
+    besides = f"besides {others} and ignored id/time columns" if others else "besides ignored id/time columns"
     if n_features is not None and len(features) != n_features:
         raise DataValidationError(
             path,
-            f"expected exactly {n_features} feature columns but found {len(features)} "
-            f"(besides {others} and ignored id/time columns).",
+            f"expected exactly {n_features} feature columns but found {len(features)} ({besides}).",
             f"Export all {n_features} features; id and time columns may stay, other extra columns must go.",
         )
     if not features:
         raise DataValidationError(
             path,
-            f"expected at least one feature column but found none (besides {others} and ignored id/time columns).",
+            f"expected at least one feature column but found none ({besides}).",
             "Export the numeric feature columns next to the label.",
         )
     return features
@@ -105,6 +110,7 @@ def validate_frame(
     noun: str = "record",
     site: str = "site",
     allow_empty: bool = False,
+    label_required: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Check a table against the numeric-table contract and return its arrays.
 
@@ -120,24 +126,36 @@ def validate_frame(
         What a folder of tables is ("bank", "hospital"), for the fix of an empty table.
     allow_empty : bool
         Accept a table without rows (e.g. once every row was filtered out) and return empty arrays.
+    label_required : bool
+        True (training): every record needs a label, 0 or 1. False (records to score): the
+        label column may be absent, and an empty label cell is allowed; both give
+        :data:`~flcore.data.schematable.UNLABELLED`. A label that is given must still be 0 or 1.
 
     Returns
     -------
     x : np.ndarray
         Features, float32, shape (n, n_features).
     y : np.ndarray
-        Labels, int64, shape (n,), values 0 or 1.
+        Labels, int64, shape (n,), values 0 or 1 (or ``UNLABELLED`` when labels are not required).
     feature_names : list of str
         The feature columns, in file order.
 
     Raises
     ------
     DataValidationError
-        For a missing label column, a wrong feature count, a table without rows, text in a
-        feature column, a value that is not finite as float32, or a label other than 0 or 1.
+        For a missing label column (if required), a wrong feature count, a table without rows,
+        text in a feature column, a value that is not finite as float32, or a label other than 0 or 1.
     """
     features = feature_columns(
-        frame, path, label=label, n_features=n_features, ignored=ignored, drop=drop, label_fix=label_fix, noun=noun
+        frame,
+        path,
+        label=label,
+        n_features=n_features,
+        ignored=ignored,
+        drop=drop,
+        label_fix=label_fix,
+        noun=noun,
+        label_required=label_required,
     )
     if len(frame) == 0 and not allow_empty:
         raise DataValidationError(
@@ -158,9 +176,14 @@ def validate_frame(
             "Impute or drop missing and infinite values, and keep |value| below 3.4e38 (float32), before export.",
             field=features[c],
         )
+    from flcore.data.schematable import UNLABELLED  # here: schematable imports this module
+
+    if label not in frame.columns:  # only when labels are not required
+        return x32, np.full(len(frame), UNLABELLED, dtype=np.int64), features
     labels = frame[label]
     numeric_labels = pd.to_numeric(labels, errors="coerce")
-    bad = ~numeric_labels.isin([0, 1])
+    unlabelled = pd.Series(False, index=labels.index) if label_required else _empty(labels)
+    bad = ~numeric_labels.isin([0, 1]) & ~unlabelled
     if bad.any():
         raise DataValidationError(
             path,
@@ -169,10 +192,12 @@ def validate_frame(
             label_fix,
             field=label,
         )
-    return x32, numeric_labels.to_numpy(dtype=np.int64), features
+    return x32, numeric_labels.where(~unlabelled, UNLABELLED).to_numpy(dtype=np.int64), features
 
 
-def invalid_rows(frame: pd.DataFrame, features: list[str], label: str = "label") -> pd.Series:
+def invalid_rows(
+    frame: pd.DataFrame, features: list[str], label: str = "label", *, label_required: bool = True
+) -> pd.Series:
     """The records a lenient read drops: a feature not finite as float32, or a label other than 0 or 1.
 
     Text in a feature column is not a record problem but a table one; it is left for
@@ -186,6 +211,9 @@ def invalid_rows(frame: pd.DataFrame, features: list[str], label: str = "label")
         Its feature columns (from :func:`feature_columns`).
     label : str
         The label column.
+    label_required : bool
+        False (records to score): an absent label column or an empty label cell is no problem,
+        as for :func:`validate_frame`.
 
     Returns
     -------
@@ -198,8 +226,13 @@ def invalid_rows(frame: pd.DataFrame, features: list[str], label: str = "label")
     text = coerced.isna().to_numpy() & frame[features].notna().to_numpy()
     x = coerced.to_numpy(dtype=np.float64)
     bad_x = ~np.isfinite(_float32(x)) & ~text
-    labels = frame[label]
-    bad_y = ~pd.to_numeric(labels, errors="coerce").isin([0, 1]).to_numpy()
+    if label in frame.columns:
+        labels = frame[label]
+        bad_y = ~pd.to_numeric(labels, errors="coerce").isin([0, 1]).to_numpy()
+        if not label_required:
+            bad_y &= ~_empty(labels).to_numpy()
+    else:  # only when labels are not required (feature_columns refuses it otherwise)
+        labels, bad_y = pd.Series(index=frame.index, dtype=object), np.zeros(len(frame), dtype=bool)
     reasons = {}
     for r in np.flatnonzero(bad_x.any(axis=1) | bad_y):
         if bad_x[r].any():
@@ -253,6 +286,11 @@ def parse_consent(values: pd.DataFrame | pd.Series, path: Path, column: str = CO
             field=column,
         )
     return parsed.to_numpy(dtype=bool)
+
+
+def _empty(values: pd.Series) -> pd.Series:
+    """Where a cell holds no value: NaN, None or blank text (an unlabelled record, when labels are optional)."""
+    return values.isna() | values.map(lambda v: isinstance(v, str) and not v.strip())
 
 
 def _consent_value(value: object) -> bool | None:

@@ -10,10 +10,13 @@ A device folder::
         labels.csv           optional: file,label (normal|fault) for evaluation recordings
 
 Recordings that ``labels.csv`` does not name are unlabelled service data, taken as
-normal and used for training; labelled recordings are held out for evaluation.
+normal and used for training; labelled recordings are held out for evaluation. When
+scoring (:meth:`VibrationAdapter.read_unlabelled`: a device folder or one recording),
+they are left unlabelled (``UNLABELLED``, -1) instead.
 
 Every recording is checked before use (:mod:`domains.iot.adapters.recordings` reads it,
-:mod:`domains.iot.adapters.quality` judges its signal): a readable file whose claimed size (the
+:mod:`domains.iot.adapters.quality` judges its signal, :mod:`domains.iot.adapters.windows`
+applies both and cuts the windows): a readable file whose claimed size (the
 .npy header, the CSV's size, the Parquet metadata) fits the memory limit and whose
 data are all there; sampling rate present, positive and high enough for the
 feature bands; at least one window long; no NaN or infinite values; not flat-lined
@@ -27,27 +30,17 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from domains.iot.adapters.features import SpectralFeatures
-from domains.iot.adapters.quality import clipping, longest_constant_run
-from domains.iot.adapters.recordings import (
-    LABELS,
-    MACHINE_KEY,
-    METADATA,
-    RECORDING_SUFFIXES,
-    SIGNAL_COLUMN,
-    Recording,
-    load_recording,
-    read_metadata,
-    recording_files,
-)
+from domains.iot.adapters.recordings import LABELS, METADATA, RECORDING_SUFFIXES, read_metadata
+from domains.iot.adapters.windows import device_files, device_of, device_site, load_windows
 from flcore.config import RunConfig
-from flcore.data.files import DEFAULT_MAX_BYTES, memory_limit
+from flcore.data.files import DEFAULT_MAX_BYTES
 from flcore.data.manifest import read_manifest
+from flcore.data.schematable import UNLABELLED
 from flcore.data.site import Problem, SiteData, SiteSplit
 from flcore.data.validation import describe_value
 from flcore.exceptions import DataValidationError
@@ -71,16 +64,6 @@ KINDS = (
     "duplicate",
     "invalid",
 )
-
-
-@dataclass
-class _Collected:
-    windows: list[np.ndarray] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    labelled: list[bool] = field(default_factory=list)
-    recording: list[int] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
 
 
 class VibrationAdapter:
@@ -136,7 +119,7 @@ class VibrationAdapter:
 
     # -- metadata and labels -------------------------------------------------------------
 
-    def _labels(self, device_dir: Path, collected: _Collected) -> tuple[dict[str, int], set[str]]:
+    def _labels(self, device_dir: Path, problems: list[Problem]) -> tuple[dict[str, int], set[str]]:
         """``labels.csv`` as relative path -> 0/1, and every recording it names; bad rows become problems.
 
         A recording named by a row that cannot be used (bad label, conflicting
@@ -200,54 +183,10 @@ class VibrationAdapter:
                 values.setdefault(rel, []).append(value)
             if problem is not None:
                 kind, text, fix, field_name = problem
-                collected.problems.append(Problem(where, kind, text, fix, field=field_name))
+                problems.append(Problem(where, kind, text, fix, field=field_name))
         # A recording is labelled only when every row naming it gives the same valid label.
         labels = {rel: v[0] for rel, v in values.items() if v[0] is not None and len(set(v)) == 1}
         return labels, set(values)
-
-    # -- one recording's signal -------------------------------------------------------------
-
-    def _check_signal(self, rec: Recording, path: Path) -> Problem | None:
-        """Length, finiteness, flat-lining and clipping of one recording."""
-        x = rec.samples
-        window = self.features.window_samples(rec.rate)
-        if len(x) < window:
-            return Problem(
-                str(path),
-                "too_short",
-                f"it holds {len(x)} samples ({len(x) / rec.rate:.3f} s at {rec.rate:g} Hz); one window needs "
-                f"{window} samples ({self.features.window_s:g} s).",
-                "Record longer snapshots, or remove the file.",
-            )
-        bad = ~np.isfinite(x)
-        if bad.any():
-            return Problem(
-                str(path),
-                "non_finite",
-                f"{int(bad.sum())} sample(s) are NaN or infinite (the first at sample {int(np.flatnonzero(bad)[0])}).",
-                "Check the data logger's export (gaps are often written as NaN); cut the gap out or drop the file.",
-                field=SIGNAL_COLUMN,
-            )
-        longest = longest_constant_run(x)
-        if np.ptp(x) == 0 or longest > self.flatline_share * len(x):
-            return Problem(
-                str(path),
-                "flatline",
-                f"the sensor is flat-lined: {longest} consecutive samples ({longest / rec.rate:.3f} s) hold the same "
-                "value.",
-                "Check the sensor and its cable; a stuck or disconnected sensor records no vibration.",
-                field=SIGNAL_COLUMN,
-            )
-        why = clipping(x, self.clip_share)
-        if why is not None:
-            return Problem(
-                str(path),
-                "clipped",
-                f"the sensor is clipped: {why}.",
-                "Use a sensor or range setting with more headroom; clipped impacts distort the spectrum.",
-                field=SIGNAL_COLUMN,
-            )
-        return None
 
     # -- the device ------------------------------------------------------------------------
 
@@ -256,7 +195,8 @@ class VibrationAdapter:
 
         ``SiteData.y`` is 1 for windows of recordings labelled fault and 0 otherwise;
         ``info["labelled"]`` marks the evaluation windows and ``info["recording"]``
-        the recording each window came from.
+        the recording each window came from; ``ids`` name each window ``"recording#WINDOW"``
+        (path relative to the device folder, 0-based window index within the recording).
 
         Raises
         ------
@@ -269,90 +209,68 @@ class VibrationAdapter:
         if not device_dir.is_dir():
             raise DataValidationError(device_dir, "the device folder does not exist.", "Pass an existing folder.")
         meta = read_metadata(device_dir)
-        collected = _Collected()
-        labels, named = self._labels(device_dir, collected)
-        limit = memory_limit(self.max_recording_bytes)
-        recordings: list[tuple[Recording, Path, np.ndarray]] = []
-        for path in recording_files(device_dir):
-            rel = path.relative_to(device_dir).as_posix()
-            if rel in named and rel not in labels:
-                continue  # its label row is unusable (counted above): neither evaluation nor training data
-            loaded = load_recording(path, rel, meta, device_dir, limit, self.features)
-            if isinstance(loaded, Recording):
-                loaded = self._check_signal(loaded, path) or loaded
-            if isinstance(loaded, Recording):
-                with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
-                    windows = self.features.extract(loaded.samples, loaded.rate)
-                if not np.isfinite(windows).all():
-                    loaded = Problem(
-                        str(path),
-                        "non_finite",
-                        f"its spectral features are not finite: the samples reach {np.abs(loaded.samples).max():.3g}"
-                        " g, beyond any accelerometer's range.",
-                        "Check the export's units and scaling.",
-                        field=SIGNAL_COLUMN,
-                    )
-            if isinstance(loaded, Problem):
-                collected.problems.append(loaded)
-            else:
-                recordings.append((loaded, path, windows))
-        machines = sorted({r.machine_id for r, _, _ in recordings})
-        if len(machines) > 1:
-            # Name files, not machine ids: an id is free text from the data.
-            reference = next(p for r, p, _ in recordings if r.machine_id == machines[0])
-            first = next(p for r, p, _ in recordings if r.machine_id == machines[1])
-            collected.problems.append(
-                Problem(
-                    str(first),
-                    "machine_mismatch",
-                    f"recordings of {len(machines)} machines share one device folder: this file's machine_id "
-                    f"differs from that of {reference.relative_to(device_dir).as_posix()}.",
-                    "Keep one folder per machine (a device is one sensor on one machine).",
-                    field=MACHINE_KEY,
-                )
-            )
-        if strict and collected.problems:
-            raise collected.problems[0].error(len(collected.problems) - 1, "iot")
-        if len(machines) > 1:  # lenient: keep the first machine's recordings
-            recordings = [r for r in recordings if r[0].machine_id == machines[0]]
-        for index, (rec, _, windows) in enumerate(recordings):
-            label = labels.get(rec.rel)
-            collected.windows.append(windows)
-            collected.labels += [0 if label is None else label] * len(windows)
-            collected.labelled += [label is not None] * len(windows)
-            collected.recording += [index] * len(windows)
-            collected.files.append(rec.rel)
-        n_unlabelled = sum(1 for rec, _, _ in recordings if rec.rel not in labels)
+        problems: list[Problem] = []
+        labels, named = self._labels(device_dir, problems)
+        files = device_files(device_dir, labels, named)
+        recordings, machines = load_windows(self, device_dir, files, meta, problems, strict)
+        n_unlabelled = sum(1 for r in recordings if r.rec.rel not in labels)
         if n_unlabelled == 0:
-            kinds = Counter(p.kind for p in collected.problems)
+            kinds = Counter(p.kind for p in problems)
             why = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in kinds.most_common())
-            first_problem = f" First problem: {collected.problems[0]}" if collected.problems else ""
+            first_problem = f" First problem: {problems[0]}" if problems else ""
             raise DataValidationError(
                 device_dir,
                 f"no usable unlabelled recording remains to train on ({len(recordings)} labelled, "
-                f"{len(collected.problems)} unusable{': ' + why if why else ''}).{first_problem}",
+                f"{len(problems)} unusable{': ' + why if why else ''}).{first_problem}",
                 "A device needs service recordings that labels.csv does not name; those are its training data.",
             )
-        x = np.concatenate(collected.windows).astype(np.float32)
-        counts = Counter(p.kind for p in collected.problems)
-        return SiteData(
-            device_dir.name,
-            x,
-            np.asarray(collected.labels, dtype=np.int64),
-            str(device_dir),
-            {
-                "feature_names": self.features.names(),
-                "labelled": np.asarray(collected.labelled, dtype=bool),
-                "recording": np.asarray(collected.recording, dtype=np.int64),
-                "files": collected.files,
-                "machine_id": machines[0] if machines else device_dir.name,
-                "sampling_rates_hz": sorted({r.rate for r, _, _ in recordings}),
-                # Windows of one recording that overlap a given window (for gap-aware splits).
-                "overlapping_windows": int(np.ceil(1.0 / (1.0 - self.features.overlap))) - 1,
-                "skipped": dict(counts),
-                "skipped_examples": [str(p) for p in collected.problems],
-            },
-        )
+        return device_site(device_dir.name, device_dir, recordings, labels, 0, machines, problems, self)
+
+    def read_unlabelled(self, path: Path, *, strict: bool = True) -> SiteData:
+        """Load recordings to score: windows of spectral features exactly as :meth:`read` makes them.
+
+        Parameters
+        ----------
+        path : Path
+            A device folder (its ``labels.csv`` is optional and used where present), or one
+            recording file, read with the ``device.json`` of the nearest folder above it that
+            has one (none: a table's own ``sampling_rate_hz`` column must give the rate).
+        strict : bool
+            Refuse at the first unusable recording or label row (True), or skip it and count
+            it in ``info["skipped"]`` by kind.
+
+        Returns
+        -------
+        SiteData
+            ``y`` is 0 or 1 for windows of recordings ``labels.csv`` labels, ``UNLABELLED``
+            (-1) otherwise (and for a single file); ``ids`` are ``"recording#WINDOW"``, the
+            recording's path relative to the device folder (the file name for a single file)
+            and the 0-based window index within it.
+
+        Raises
+        ------
+        DataValidationError
+            As for :meth:`read`, or when no usable recording remains.
+        """
+        path = Path(path)
+        problems: list[Problem] = []
+        labels: dict[str, int] = {}
+        if path.is_dir():
+            device_dir = path
+            labels, named = self._labels(device_dir, problems)
+            files = device_files(device_dir, labels, named)
+        else:
+            device_dir, files = device_of(path), [(path, path.name)]
+        recordings, machines = load_windows(self, device_dir, files, read_metadata(device_dir), problems, strict)
+        if not recordings:
+            raise DataValidationError(
+                path,
+                f"no usable recording to score ({len(problems)} unusable)."
+                + (f" First problem: {problems[0]}" if problems else ""),
+                f"Pass a device folder holding recordings ({', '.join(RECORDING_SUFFIXES)}) or one recording file.",
+            )
+        name = path.name if path.is_dir() else path.stem
+        return device_site(name, path, recordings, labels, UNLABELLED, machines, problems, self)
 
 
 def split_device(site: SiteData, cfg: RunConfig) -> SiteSplit:
@@ -388,7 +306,8 @@ def split_device(site: SiteData, cfg: RunConfig) -> SiteSplit:
     info = {k: v for k, v in site.info.items() if k not in ("labelled", "recording")}
 
     def part(ix: np.ndarray, suffix: str) -> SiteData:
-        return SiteData(site.name, site.x[ix], site.y[ix], site.source, {**info, "split": suffix})
+        ids = site.ids[ix] if site.ids is not None else None
+        return SiteData(site.name, site.x[ix], site.y[ix], site.source, {**info, "split": suffix}, ids)
 
     return SiteSplit(
         site.name,

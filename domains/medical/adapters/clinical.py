@@ -8,16 +8,24 @@ are ignored. A column named like a direct identifier (``mrn``, ``patient_name``,
 ``dob`` ...) is refused unless the hospital's ``policy.toml`` lists it in
 ``drop_columns``, in which case it is never read. Errors name files, rows and columns,
 never a cell's value.
+
+Patients to score (:meth:`ClinicalTableAdapter.read_unlabelled`) follow the same contract,
+except that the ``label`` column, or a label cell, may be empty or absent, and that a
+``consent`` column is not required (where there is one, records without consent are
+still dropped).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from flcore.data.schema import TableSchema
 from flcore.data.site import SiteData
-from flcore.data.tables import read_table, site_tables, stack_tables, table_files
+from flcore.data.tables import TABLE_SUFFIXES, read_table, site_tables, stack_tables, table_files
 from flcore.data.validation import CONSENT, feature_columns, invalid_rows, parse_consent, validate_frame
 from flcore.exceptions import DataValidationError
 from flcore.governance.policy import site_drop_columns
@@ -25,6 +33,7 @@ from flcore.governance.policy import site_drop_columns
 LABEL = "label"
 _EXPECTED = f"Write a header with the numeric feature columns and a '{LABEL}' column, then one row per patient."
 _MAX_EXAMPLES = 5
+_NO_TABLE = "Put the hospital's clinical table in a .csv or .parquet file inside the folder."
 
 
 class ClinicalTableAdapter:
@@ -68,7 +77,8 @@ class ClinicalTableAdapter:
         SiteData
             ``info`` holds ``feature_names``, ``records_read``, ``skipped`` (``no_consent`` and
             ``invalid`` counts) and ``skipped_examples`` (a few "file row N: reason" strings for the
-            invalid records dropped by a lenient read).
+            invalid records dropped by a lenient read); ``ids`` names each record's file and 1-based
+            data row (``records.csv:12``).
 
         Raises
         ------
@@ -77,11 +87,54 @@ class ClinicalTableAdapter:
             column named like a direct identifier included).
         """
         site_dir = Path(site_dir)
-        files = site_tables(
-            site_dir, "hospital", "Put the hospital's clinical table in a .csv or .parquet file inside the folder."
-        )
-        drop = site_drop_columns(site_dir)
+        files = site_tables(site_dir, "hospital", _NO_TABLE)
+        return self._load(site_dir.name, site_dir, files, site_drop_columns(site_dir), strict, labelled=True)
+
+    def read_unlabelled(self, path: Path, *, strict: bool = True) -> SiteData:
+        """Load patients to score: a hospital folder (as :meth:`read`) or one table file.
+
+        Features are read, filtered and validated exactly as for training, so the scores
+        equal the run's. Labels are used where given; a table without a ``label`` column, or
+        an empty label cell, gives ``UNLABELLED`` (-1). A ``consent`` column is not required,
+        even with ``require_consent``; where there is one, records without consent are dropped.
+
+        Parameters
+        ----------
+        path : Path
+            A hospital folder, or one ``.csv`` / ``.parquet`` file (read under the
+            ``policy.toml`` of the folder it lies in, if any).
+        strict : bool
+            As for :meth:`read`: refuse the table for a bad record (True), or drop and count it.
+
+        Returns
+        -------
+        SiteData
+            As :meth:`read`, with ``y`` 0, 1 or -1 and ``ids`` "file:ROW" (1-based data row).
+
+        Raises
+        ------
+        DataValidationError
+            As for :meth:`read`, a label given but not 0 or 1 included, or for a path that is
+            neither a folder nor a table file.
+        """
+        path = Path(path)
+        if path.is_dir():
+            files = site_tables(path, "hospital", _NO_TABLE)
+            return self._load(path.name, path, files, site_drop_columns(path), strict, labelled=False)
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            raise DataValidationError(
+                path,
+                "expected a hospital folder or a .csv / .parquet table of patients.",
+                "Pass the table file or the folder that holds it.",
+            )
+        return self._load(path.stem, path, [path], site_drop_columns(path.parent), strict, labelled=False)
+
+    def _load(
+        self, name: str, source: Path, files: list[Path], drop: Iterable[str], strict: bool, *, labelled: bool
+    ) -> SiteData:
+        """Consented, validated records of ``files``; labels and consent required when ``labelled``."""
         parts = []
+        ids: list[str] = []
         read_total, no_consent, invalid = 0, 0, 0
         consent_recorded = True
         examples: list[str] = []
@@ -90,11 +143,13 @@ class ClinicalTableAdapter:
             n_read = len(frame)
             read_total += n_read
             consent_recorded &= CONSENT in frame.columns
-            frame, dropped = self._consented(frame, path)
+            frame, dropped = self._consented(frame, path, required=labelled and self.require_consent)
             no_consent += dropped
             if not strict:
-                features = feature_columns(frame, path, label=LABEL, drop=[CONSENT], noun="patient")
-                bad = invalid_rows(frame, features, LABEL)
+                features = feature_columns(
+                    frame, path, label=LABEL, drop=[CONSENT], noun="patient", label_required=labelled
+                )
+                bad = invalid_rows(frame, features, LABEL, label_required=labelled)
                 invalid += len(bad)
                 examples += [f"{path.name} row {int(i) + 1}: {why}" for i, why in bad.iloc[:_MAX_EXAMPLES].items()]
                 frame = frame.drop(index=bad.index)
@@ -107,10 +162,12 @@ class ClinicalTableAdapter:
                 noun="patient",
                 site="hospital",
                 allow_empty=n_read > 0,  # a header-only table is refused; one emptied by filtering is not
+                label_required=labelled,
             )
             parts.append((path, x, y, cols))
+            ids += [f"{path.name}:{int(i) + 1}" for i in frame.index]
         x_all, y_all, columns = stack_tables(parts, "hospital")
-        where = files[0] if len(files) == 1 else site_dir
+        where = files[0] if len(files) == 1 else source
         if len(y_all) == 0:
             raise DataValidationError(
                 where,
@@ -119,23 +176,27 @@ class ClinicalTableAdapter:
                 "or remove the hospital.",
             )
         return SiteData(
-            name=site_dir.name,
+            name=name,
             x=x_all,
             y=y_all,
-            source=str(site_dir),
+            source=str(source),
             info={
                 "feature_names": columns,
+                # The schema this contract amounts to, so that an exported model scores any table of these columns.
+                "schema": TableSchema(features=tuple(columns), consent=CONSENT).to_dict(),
                 "records_read": read_total,
                 "consent_recorded": consent_recorded,
                 "skipped": {"no_consent": no_consent, "invalid": invalid},
                 "skipped_examples": examples[:_MAX_EXAMPLES],
             },
+            ids=np.asarray(ids, dtype=object),
         )
 
-    def _consented(self, frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, int]:
+    @staticmethod
+    def _consented(frame: pd.DataFrame, path: Path, *, required: bool) -> tuple[pd.DataFrame, int]:
         """The records with consent (row positions kept as the index) and how many were dropped."""
         if CONSENT not in frame.columns:
-            if self.require_consent:
+            if required:
                 raise DataValidationError(
                     path,
                     f"consent is required but the table has no '{CONSENT}' column.",

@@ -14,6 +14,11 @@ Every header is checked for identifiers (:mod:`domains.medical.adapters.deid`, u
 the de-identification the site's ``policy.toml`` declares) and for what it holds: only
 images of the patient are read, decoded as :mod:`domains.medical.adapters.pixels` says.
 
+Images to score (:meth:`DicomAdapter.read_unlabelled`: a folder, or one file) are checked
+and decoded the same way. ``labels.csv`` is optional there: without it every DICOM
+candidate is scored; with it, its rows (consent honoured) are, labelled where they
+give a label. A header holding a direct identifier is refused (strict) or its file skipped.
+
 Decoded arrays are cached (:mod:`domains.medical.adapters.dicom_cache`), keyed by every
 input file's size and modification time and by the decoding settings, so a second run
 does not decode again.
@@ -21,27 +26,26 @@ does not decode again.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from pydicom import dcmread
 
 from domains.medical.adapters.deid import DeidRules, identifier_findings, unreadable_finding
 from domains.medical.adapters.dicom_cache import cache_key, cache_root, load_site, save_site
-from domains.medical.adapters.dicom_files import candidate_files, quiet_values, uid_index, unreadable
+from domains.medical.adapters.dicom_files import candidate_files, quiet_values, unreadable
+from domains.medical.adapters.dicom_manifest import MANIFEST, Listing, read_listing
 from domains.medical.adapters.pixels import MAX_IMAGE_BYTES, ConstantImageError, decoder_error, image_problem, to_image
+from domains.medical.governance import DEFAULT_POLICY
 from flcore.data.files import describe_error
-from flcore.data.manifest import read_manifest
+from flcore.data.schematable import UNLABELLED
 from flcore.data.site import Problem, SiteData
-from flcore.data.validation import parse_consent
-from flcore.exceptions import DataValidationError, FlsuiteError
+from flcore.exceptions import DataValidationError
 from flcore.governance.policy import GovernancePolicy, site_policy
-from flcore.governance.rules import Finding
-
-MANIFEST = "labels.csv"
+from flcore.governance.rules import Finding, open_findings
 
 
 def rules_for(site_dir: Path, policy: GovernancePolicy | None = None) -> DeidRules:
@@ -58,7 +62,7 @@ def rules_for(site_dir: Path, policy: GovernancePolicy | None = None) -> DeidRul
 class _Scan:
     """What a pass over the manifest and the headers found."""
 
-    records: list[tuple[str, int]] = field(default_factory=list)  # (relative path, label)
+    records: list[tuple[str, int]] = field(default_factory=list)  # (relative path, label 0, 1 or UNLABELLED)
     problems: list[Problem] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     no_consent: int = 0
@@ -107,142 +111,42 @@ class DicomAdapter:
         """Whether the folder holds a ``labels.csv`` manifest."""
         return (Path(site_dir) / MANIFEST).is_file()
 
-    # -- manifest ----------------------------------------------------------------------
-
-    def _manifest(self, site_dir: Path) -> pd.DataFrame:
-        path = site_dir / MANIFEST
-        frame = read_manifest(
-            path,
-            what="manifest",
-            site="hospital",
-            required={"label": "Add a 'label' column with 1 where the finding is present and 0 where it is absent."},
-            read_fix="Save it as comma-separated UTF-8 text the training user can read.",
-            missing_fix=f"Write {MANIFEST} with columns file (path relative to the folder) or sop_instance_uid, "
-            "label (0/1) and consent (yes/no).",
-            empty_fix="Write a header (file,label,consent) and one row per image.",
-        )
-        if frame is None:  # unreachable: with missing_fix given, read_manifest raises for an absent manifest
-            raise FlsuiteError(f"{path}: no manifest came back for a required one (a bug in flsuite; please report it)")
-        if "file" not in frame.columns and "sop_instance_uid" not in frame.columns:
-            raise DataValidationError(
-                path,
-                "rows must name their image by 'file' (relative path) or 'sop_instance_uid'; neither column exists.",
-                "Add a 'file' column with each image's path relative to the hospital folder.",
-                field="file",
-            )
-        if self.require_consent and "consent" not in frame.columns:
-            raise DataValidationError(
-                path,
-                "the policy requires consent per record but the manifest has no 'consent' column.",
-                "Add a 'consent' column (yes/no) from your consent register; records without consent are never loaded.",
-                field="consent",
-            )
-        if len(frame) == 0:
-            raise DataValidationError(
-                path, "the manifest has a header but no rows.", "Add one row per image, or remove this hospital."
-            )
-        return frame
-
-    @staticmethod
-    def _check_labels(frame: pd.DataFrame, path: Path) -> None:
-        labels = frame["label"].str.strip()
-        bad = ~labels.isin(["0", "1"])
-        if bad.any():
-            row = int(frame.index[np.flatnonzero(bad.to_numpy())[0]])
-            found = "an empty value" if not labels.loc[row] else "a value other than 0 or 1"
-            raise DataValidationError(  # the cell is not echoed: a pasted identifier would spread through logs
-                path,
-                f"labels must be 0 or 1 but row {row + 1} holds {found} ({int(bad.sum())} bad label(s)).",
-                "Map 'finding present' to 1 and 'absent' to 0.",
-                field="label",
-            )
-
     # -- scanning ------------------------------------------------------------------------
 
-    def _scan(self, site_dir: Path) -> _Scan:
-        """Resolve manifest rows to files, read their headers, collect problems and identifiers."""
-        frame = self._manifest(site_dir)
+    def _scan(self, site_dir: Path, *, labelled: bool = True, only: str | None = None) -> _Scan:
+        """Find the images, read their headers, collect problems and identifiers.
+
+        The images are the manifest's rows; when scoring (not ``labelled``) without a
+        manifest, every DICOM candidate in the folder, or the one file ``only`` names.
+        When scoring, a header with an identifier the site's policy does not excuse is a problem.
+        """
+        if only is not None:
+            listing = Listing([(only, UNLABELLED)])
+        elif labelled or os.path.lexists(site_dir / MANIFEST):
+            listing = read_listing(site_dir, labelled=labelled, require_consent=self.require_consent)
+        else:
+            listing = Listing([(p.relative_to(site_dir).as_posix(), UNLABELLED) for p in candidate_files(site_dir)])
+        scan = _Scan(no_consent=listing.no_consent, consent_recorded=listing.consent_recorded)
         rules = rules_for(site_dir)
-        scan = _Scan()
-        manifest = site_dir / MANIFEST
-        scan.consent_recorded = "consent" in frame.columns
-        if scan.consent_recorded:
-            consented = parse_consent(frame["consent"], manifest)
-            scan.no_consent = int((~consented).sum())
-            frame = frame[consented]
-        self._check_labels(frame, manifest)  # rows without consent are not looked at
-        files = frame["file"].str.strip() if "file" in frame.columns else pd.Series([""] * len(frame), frame.index)
-        uids = (
-            frame["sop_instance_uid"].str.strip()
-            if "sop_instance_uid" in frame.columns
-            else pd.Series([""] * len(frame), frame.index)
-        )
-        by_uid: dict[str, str] = {}
-        if (uids[files == ""] != "").any():
-            by_uid = uid_index(site_dir)
-        root = site_dir.resolve()
-        seen: set[str] = set()
-        for row, file, uid, label in zip(frame.index, files, uids, frame["label"].str.strip(), strict=True):
-            where = f"{manifest} row {int(row) + 1}"
-            if file:
-                try:
-                    target = (site_dir / file).resolve()
-                    usable = root in target.parents and target.is_file()
-                except (OSError, ValueError):  # e.g. a NUL byte or an over-long name
-                    usable = False
-                if not usable:
-                    scan.problems.append(
-                        Problem(
-                            where,
-                            "missing_file",
-                            f"it names file {file!r}, which does not exist inside the hospital folder.",
-                            "Fix the path (relative to the hospital folder) or remove the row.",
-                            field="file",
-                        )
-                    )
-                    continue
-                rel = target.relative_to(root).as_posix()
-            elif uid:
-                if uid not in by_uid:
-                    scan.problems.append(
-                        Problem(
-                            where,
-                            "missing_file",
-                            f"no DICOM file in the folder has SOPInstanceUID {uid}.",
-                            "Add the image or remove the row.",
-                            field="sop_instance_uid",
-                        )
-                    )
-                    continue
-                rel = by_uid[uid]
-            else:
-                scan.problems.append(
-                    Problem(where, "missing_file", "it names no file and no SOPInstanceUID.", "Fill one of them.")
-                )
+        policy = None if labelled else site_policy(site_dir, DEFAULT_POLICY)
+        for row in listing.rows:
+            if isinstance(row, Problem):
+                scan.problems.append(row)
                 continue
-            if rel in seen:
-                scan.problems.append(
-                    Problem(
-                        where,
-                        "duplicate",
-                        f"file {rel!r} is listed more than once.",
-                        "List each image once with a single label.",
-                    )
-                )
-                continue
-            seen.add(rel)
+            rel, label = row
             path = site_dir / rel
             try:
                 ds = dcmread(path, defer_size="4 KB")
             except Exception as err:  # pydicom's parser raises many types on damaged files; recorded as a Problem
                 scan.problems.append(unreadable(path, err))
                 continue
-            scan.findings.extend(identifier_findings(ds, path, rules))
-            problem = image_problem(ds, path, self.max_image_bytes)
+            found = identifier_findings(ds, path, rules)
+            scan.findings.extend(found)
+            problem = _identified(path, found, policy) or image_problem(ds, path, self.max_image_bytes)
             if problem is not None:
                 scan.problems.append(problem)
                 continue
-            scan.records.append((rel, int(label)))
+            scan.records.append((rel, label))
         return scan
 
     def scan_identifiers(self, site_dir: Path, policy: GovernancePolicy | None = None) -> list[Finding]:
@@ -265,12 +169,24 @@ class DicomAdapter:
 
     # -- reading ------------------------------------------------------------------------
 
-    def _cache_key(self, site_dir: Path, strict: bool) -> str:
-        settings = {"size": self.image_size, "frames": self.frames, "strict": strict, "consent": self.require_consent}
+    def _cache_key(self, site_dir: Path, strict: bool, labelled: bool = True) -> str:
+        settings: dict[str, object] = {
+            "size": self.image_size,
+            "frames": self.frames,
+            "strict": strict,
+            "consent": self.require_consent,
+        }
+        if not labelled:  # images to score: other files, labels and checks (training keys stay as they were)
+            settings["unlabelled"] = True
         return cache_key(site_dir, settings)
 
     def read(self, site_dir: Path, *, strict: bool = True) -> SiteData:
         """Load a hospital's labelled images (decoded once, then from the cache).
+
+        Returns
+        -------
+        SiteData
+            ``x`` (n, 1, size, size) float32; ``ids`` each image's path relative to the folder.
 
         Raises
         ------
@@ -281,7 +197,47 @@ class DicomAdapter:
         site_dir = Path(site_dir)
         if not site_dir.is_dir():
             raise DataValidationError(site_dir, "the hospital folder does not exist.", "Pass an existing folder.")
-        key = self._cache_key(site_dir, strict) if self.use_cache else ""
+        return self._cached(site_dir, strict, labelled=True)
+
+    def read_unlabelled(self, path: Path, *, strict: bool = True) -> SiteData:
+        """Load images to score: a hospital folder or one DICOM file, decoded exactly as for training.
+
+        Parameters
+        ----------
+        path : Path
+            A folder: its ``labels.csv`` rows if it has one (rows without consent are
+            dropped; a ``label`` column is used where filled, not required), else every DICOM
+            candidate in it (the module docstring says which files are). Or one DICOM file.
+            Either is read under the ``policy.toml`` of its folder, if any.
+        strict : bool
+            Refuse at the first unusable file or row (True), or skip it and count it in
+            ``info["skipped"]`` by kind.
+
+        Returns
+        -------
+        SiteData
+            ``x`` as :meth:`read` gives it, ``y`` 0, 1 or ``UNLABELLED`` (-1), ``ids`` each
+            image's path relative to the folder (the file name for a single file).
+
+        Raises
+        ------
+        DataValidationError
+            As for :meth:`read`; in strict mode also for a header holding a direct identifier
+            that the site's policy does not excuse (unless the policy drops ``require_deidentified``).
+        """
+        path = Path(path)
+        if path.is_dir():
+            return self._cached(path, strict, labelled=False)
+        if not path.is_file():
+            raise DataValidationError(
+                path, "the path is neither a hospital folder nor a file.", "Pass a DICOM file or a folder."
+            )
+        with quiet_values():  # one file: not cached (the cache keys whole folders)
+            return self._decode(path.parent, strict, labelled=False, only=path.name)
+
+    def _cached(self, site_dir: Path, strict: bool, *, labelled: bool) -> SiteData:
+        """A folder's images from the cache, else decoded and cached."""
+        key = self._cache_key(site_dir, strict, labelled) if self.use_cache else ""
         cached = cache_root() / f"{key}.npz"
         if self.use_cache and cached.is_file():
             try:
@@ -289,7 +245,7 @@ class DicomAdapter:
             except (OSError, ValueError, KeyError):
                 pass  # a damaged cache entry is rebuilt
         with quiet_values():
-            site = self._decode(site_dir, strict)
+            site = self._decode(site_dir, strict, labelled=labelled)
         if self.use_cache:
             try:
                 save_site(site, cached)
@@ -297,8 +253,9 @@ class DicomAdapter:
                 pass  # an unwritable cache costs a decode next time, nothing else
         return site
 
-    def _decode(self, site_dir: Path, strict: bool) -> SiteData:
-        scan = self._scan(site_dir)
+    def _decode(self, site_dir: Path, strict: bool, *, labelled: bool = True, only: str | None = None) -> SiteData:
+        scan = self._scan(site_dir, labelled=labelled, only=only)
+        source = site_dir / only if only is not None else site_dir
         if strict and scan.problems:
             raise scan.problems[0].error(len(scan.problems) - 1, "medical")
         images, labels, kept = [], [], []
@@ -338,7 +295,7 @@ class DicomAdapter:
             scan.problems.append(problem)
         if not images:
             raise DataValidationError(
-                site_dir,
+                source,
                 f"no usable image remains ({len(scan.problems)} problem(s), {scan.no_consent} without consent).",
                 "Check the folder with `flsuite site check --domain medical --data DIR`.",
             )
@@ -346,10 +303,10 @@ class DicomAdapter:
         counts["no_consent"] = scan.no_consent
         x = np.stack(images)[:, None, :, :]
         return SiteData(
-            site_dir.name,
+            source.stem if only is not None else site_dir.name,
             x.astype(np.float32),
             np.asarray(labels, dtype=np.int64),
-            str(site_dir),
+            str(source),
             {
                 "files": kept,
                 "skipped": dict(counts),
@@ -357,4 +314,19 @@ class DicomAdapter:
                 "skipped_examples": [str(p) for p in scan.problems],
                 "identifier_findings": scan.findings,
             },
+            ids=np.asarray(kept, dtype=object),
         )
+
+
+def _identified(path: Path, found: list[Finding], policy: GovernancePolicy | None) -> Problem | None:
+    """The problem of an image to score whose header holds identifiers ``policy`` requires gone (None: training)."""
+    found = open_findings(found, policy) if policy is not None and policy.require_deidentified else []
+    if not found:
+        return None
+    return Problem(
+        str(path),
+        "identifiers",
+        f"its header holds {len(found)} direct identifier(s); the first: {found[0].tag} {found[0].reason}.",
+        "De-identify the file (DICOM PS3.15 basic confidentiality profile) before scoring it, as for training.",
+        field=found[0].tag,
+    )

@@ -61,9 +61,10 @@ def save_site(site: SiteData, path: Path) -> None:
 
 
 def load_site(site_dir: Path, path: Path) -> SiteData:
-    """The site cached in ``path``, marked ``info["cached"]``."""
+    """The site cached in ``path``, marked ``info["cached"]``; its ``ids`` are the files it lists, as decoded."""
     with np.load(path) as z:
         info = json.loads(str(z["info"]))
         info["identifier_findings"] = [Finding(**f) for f in info["identifier_findings"]]
         info["cached"] = True
-        return SiteData(site_dir.name, z["x"], z["y"], str(site_dir), info)
+        ids = np.asarray(info["files"], dtype=object)  # ValueError below if they do not match: rebuilt
+        return SiteData(site_dir.name, z["x"], z["y"], str(site_dir), info, ids)
