@@ -155,10 +155,16 @@ class Preprocessing:
         """
         columns = list(site.info.get("raw_columns", []))  # type: ignore[call-overload]
         if columns != self.columns:
+            absent, extra = [c for c in self.columns if c not in columns], [c for c in columns if c not in self.columns]
+            what = (
+                f"missing {', '.join(repr(c) for c in absent[:5])}" * bool(absent)
+                + ("; " * bool(absent and extra))
+                + f"not the model's: {', '.join(repr(c) for c in extra[:5])}" * bool(extra)
+            ) or "the same columns in another order"
             raise DataValidationError(
                 site.source or site.name,
-                f"its columns {columns} are not the model's {self.columns}.",
-                "Read the data with the schema the model was trained with.",
+                f"its feature columns are not the ones the model was trained on ({what}).",
+                "Read the data with the schema the model was trained with (its manifest lists the columns).",
             )
         vocab: dict[str, list[str]] = dict(site.info["vocab"])  # type: ignore[call-overload]
         raw = np.asarray(site.x, dtype=np.float64)

@@ -15,6 +15,7 @@ settings: nothing in the folder is executed.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,15 @@ class TrainedModel:
         load_weights(str(manifest["task"]["family"]), self.model, files, folder)
         prep = manifest.get("preprocessing")
         self.preprocessing = Preprocessing.from_json(prep) if prep else None
-        schema = manifest.get("schema")
-        self.schema = TableSchema.from_dict(schema, source=str(folder / MANIFEST)) if schema else None
+        schema = (
+            TableSchema.from_dict(manifest["schema"], source=str(folder / MANIFEST)) if manifest.get("schema") else None
+        )
+        if schema is not None and not schema.features:
+            # Exactly the columns the model was trained on: a missing one is named, an extra one is no feature.
+            columns = tuple(self.preprocessing.columns if self.preprocessing else self.feature_names)
+            categorical = tuple(c for c in schema.categorical if c in columns)
+            schema = dataclasses.replace(schema, features=columns, categorical=categorical)
+        self.schema = schema
 
     # -- what the manifest says ----------------------------------------------------------
 
@@ -140,7 +148,7 @@ class TrainedModel:
                 f"a {self.scenario.name} model scores {self.scenario.site_noun} folders, not tables.",
                 "Pass a folder in the format the model was trained on.",
             )
-        return SchemaTableAdapter(self.schema, drop_columns=lambda d: list(site_drop_columns(d)))
+        return SchemaTableAdapter(self.schema, drop_columns=site_drop_columns)
 
     def _check_input(self, site: SiteData) -> None:
         shape = list(site.x.shape[1:])
