@@ -48,7 +48,9 @@ def cmd_data_make(args: argparse.Namespace) -> int:
     for f in files:
         print(f)
     root = out.resolve()
-    folders = {Path(f).resolve().relative_to(root).parts[0] for f in files if Path(f).resolve().parent != root}
+    # The site folders written: the first part of every path under --out (schema.toml beside them is none).
+    rel = [Path(f).resolve().relative_to(root) for f in files]
+    folders = {r.parts[0] for r in rel if len(r.parts) > 1 or (root / r).is_dir()}
     print(f"wrote {len(folders)} {sc.site_noun} folder(s) under {out}")
     return 0
 

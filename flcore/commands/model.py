@@ -29,7 +29,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if "decision" in scores
         else ""
     )
-    print(f"{model!r}\nscored {len(scores)} record(s){decided}: {out}")
+    print(f"model: {model}\nscored {len(scores)} record(s){decided}: {out}")
+    unseen = int(scores.attrs.get("unseen_categories", 0))
+    if unseen:
+        print(
+            f"note: {unseen} cell(s) hold a category no site trained on; the model sees none of its known "
+            "categories there (a new merchant category, a typo). Check them before trusting those scores."
+        )
+    for reason, count in dict(scores.attrs.get("skipped", {})).items():
+        if count:
+            print(f"note: {count} record(s) left out: {reason.replace('_', ' ')}")
     return 0
 
 

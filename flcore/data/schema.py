@@ -189,9 +189,9 @@ class TableSchema:
         return False if same_value(value, self.negative) else None
 
     def label_meaning(self) -> str:
-        """E.g. "is_fraud = 1 is positive; 0 is negative"."""
-        neg = f"'{self.negative}' is negative" if self.negative is not None else "any other value is negative"
-        return f"{self.label} = '{self.positive}' is positive; {neg}"
+        """What the label column may hold, e.g. "'1' (positive) or '0' (negative)"."""
+        neg = f"'{self.negative}' (negative)" if self.negative is not None else "any other value (negative)"
+        return f"'{self.positive}' (positive) or {neg}"
 
     def to_dict(self) -> dict[str, Any]:
         """The schema as JSON-able keys (``source`` left out): what a model's manifest records."""

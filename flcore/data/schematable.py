@@ -130,18 +130,19 @@ class SchemaTableAdapter:
         bad: dict[int, str] = {}
         if labelled:
             for i in y.index[y.isna()]:
-                bad.setdefault(i, f"label is {describe_value(frame.at[i, s.label])}, not {s.label_meaning()}")
+                found = describe_value(frame.at[i, s.label])
+                bad.setdefault(i, f"'{s.label}' is {found}, expected {s.label_meaning()}")
         if s.missing == "refuse":
             for c, v in values.items():
                 for i in v.index[v.isna()]:
-                    bad.setdefault(i, f"missing value in '{c}'")
+                    bad.setdefault(i, f"'{c}' is missing a value")
         if bad and strict:
             i, why = next(iter(sorted(bad.items())))
-            field = s.label if why.startswith("label") else why.split("'")[1]
+            field = why.split("'")[1]  # every reason names its column first, in quotes
             raise DataValidationError(
                 path,
                 f"row {int(i) + 1}: {why} ({len(bad)} bad row(s) in the table).",
-                f"Correct the label ({s.label_meaning()})"
+                f"Write {s.label_meaning()} in '{s.label}', or set positive and negative in the schema."
                 if field == s.label
                 else 'Fill the missing values, or set missing = "impute" in the schema to use the federation\'s means.',
                 field=field,

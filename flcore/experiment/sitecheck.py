@@ -7,17 +7,16 @@ lists every problem and every direct identifier with its file and tag.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flcore import scenario as scenario_registry
-from flcore.data.schema import find_schema
-from flcore.data.schematable import SchemaTableAdapter
 from flcore.data.site import DomainAdapter
 from flcore.exceptions import DataValidationError, FlsuiteUserError, GovernanceError, UnknownNameError
 from flcore.governance.ledger import PrivacyLedger
-from flcore.governance.policy import GovernancePolicy, ledger_path, load_policy, site_drop_columns, site_policy
+from flcore.governance.policy import GovernancePolicy, ledger_path, load_policy, site_policy
 from flcore.governance.rules import Finding, check_min_cohort, open_findings
 
 
@@ -79,8 +78,13 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _adapters(domain: str) -> list[tuple[DomainAdapter, GovernancePolicy, str]]:
-    found = [(s.adapter, s.policy, s.site_noun) for s in scenario_registry.available().values() if s.domain == domain]
+def _adapters(domain: str, data: Path, schema: Path | None) -> list[tuple[DomainAdapter, GovernancePolicy, str]]:
+    """The domain's adapters, as its scenarios would read ``data`` (tables through ``schema`` or DATA/schema.toml)."""
+    found = [
+        (s.adapter_for(_with_schema(s.params, schema), data), s.policy, s.site_noun)
+        for s in scenario_registry.available().values()
+        if s.domain == domain
+    ]
     if not found:
         domains = sorted({s.domain for s in scenario_registry.available().values()})
         raise UnknownNameError(f"Unknown domain '{domain}'. Domains with scenarios: {', '.join(domains)}.")
@@ -88,6 +92,15 @@ def _adapters(domain: str) -> list[tuple[DomainAdapter, GovernancePolicy, str]]:
     for item in found:
         unique.setdefault(type(item[0]), item)
     return list(unique.values())
+
+
+def _with_schema(params: Any, schema: Path | None) -> Any:
+    """A scenario's default settings, reading tables through ``schema`` where the scenario reads any table."""
+    if schema is None:
+        return params
+    if not any(f.name == "schema" for f in dataclasses.fields(params)):
+        return params  # a scenario of this domain that reads no tables (DICOM, recordings)
+    return dataclasses.replace(params, schema=str(Path(schema).resolve()))
 
 
 def _site_dirs(data: Path, adapters: list[Any]) -> list[tuple[Path, Any]]:
@@ -119,13 +132,7 @@ def check_sites(
     through ``schema`` when given, or ``DATA/schema.toml`` when present
     (:func:`flcore.data.schema.find_schema`), as a run would read them.
     """
-    adapters = _adapters(domain)
-    table_schema = find_schema(str(schema or ""), Path(data))
-    if table_schema is not None:
-        adapters = [
-            (SchemaTableAdapter(table_schema, noun, drop_columns=site_drop_columns), policy, noun)
-            for _, policy, noun in adapters[:1]
-        ]
+    adapters = _adapters(domain, Path(data), schema)
     reports = []
     for folder, (adapter, policy, noun) in _site_dirs(Path(data), adapters):
         report = SiteReport(folder.name, str(folder))
@@ -182,7 +189,7 @@ def _schema_notes(site: Any) -> list[str]:
     ]
     if missing:
         notes.append(
-            "missing values (imputed with the federation's means): "
+            "missing values (numbers take the federation's means, categories '<missing>'): "
             + ", ".join(f"{c} {n}" for c, n in sorted(missing.items()))
         )
     return notes

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from flcore.data.site import list_site_dirs
+from flcore.data.site import SiteData, list_site_dirs
+from flcore.exceptions import DataValidationError
 from flcore.experiment.results import clean, now_utc, suite_version
 from flcore.learning import metrics
 from flcore.serving.model import TrainedModel
@@ -45,10 +46,16 @@ def evaluate_model(model: TrainedModel, data: Path, *, strict: bool = True) -> d
     ys, scores, sizes = [], [], {}
     for folder in site_folders(model, data):
         site = model.read(folder, strict=strict, labelled=True)
-        s = np.asarray(task.predict(model.model, site.x), dtype=np.float64)
-        per_site[site.name] = task.score(site.y, s, threshold)
-        sizes[site.name] = {"n": len(site), "positives": int(site.y.sum()), "skipped": site.info.get("skipped", {})}
-        ys.append(site.y)
+        x, y, not_evaluated = _evaluated(site)
+        s = np.asarray(task.predict(model.model, x), dtype=np.float64)
+        per_site[site.name] = task.score(y, s, threshold)
+        sizes[site.name] = {
+            "n": len(y),
+            "positives": int(y.sum()),
+            "not_evaluated": not_evaluated,
+            "skipped": site.info.get("skipped", {}),
+        }
+        ys.append(y)
         scores.append(s)
     union = task.score(np.concatenate(ys), np.concatenate(scores), threshold)
     names = [k for k in union if k not in ("n", "n_positive")]
@@ -84,6 +91,30 @@ def evaluate_model(model: TrainedModel, data: Path, *, strict: bool = True) -> d
             "at_training": {"test": trained.get("test"), "scope": trained.get("scope")},
         }
     )
+
+
+def _evaluated(site: SiteData) -> tuple[np.ndarray, np.ndarray, int]:
+    """The examples whose label is an observation: all, or where an adapter marks them (``info["labelled"]``).
+
+    A device's unlabelled service recordings are taken as normal for training, but only its labelled
+    recordings say whether a fault was there; they alone are evaluated.
+
+    Raises
+    ------
+    DataValidationError
+        When no labelled example is left.
+    """
+    mask = site.info.get("labelled")
+    if mask is None:
+        return site.x, site.y, 0
+    keep = np.asarray(mask, dtype=bool)
+    if not keep.any():
+        raise DataValidationError(
+            site.source or site.name,
+            "no labelled record: evaluation needs records whose label was observed.",
+            "Add the labels file the scenario reads (for a device: labels.csv naming normal and fault recordings).",
+        )
+    return site.x[keep], site.y[keep], int((~keep).sum())
 
 
 def evaluation_markdown(doc: dict[str, Any]) -> str:

@@ -79,6 +79,11 @@ class TrainedModel:
         """The manifest's digest, as results.json and the audit trail record it."""
         return str(self.manifest["digest"])
 
+    def __str__(self) -> str:
+        m = self.manifest
+        whose = f"site {m['site']}'s local-only" if m.get("site") else m["arm"]
+        return f"{m['scenario']}, {whose} model ({self.folder}), trained on {', '.join(m.get('trained_on') or [])}"
+
     def __repr__(self) -> str:
         where = f", site {self.manifest['site']}" if self.manifest.get("site") else ""
         return f"TrainedModel({self.manifest['scenario']}, {self.manifest['arm']}{where}, {self.folder})"
@@ -182,6 +187,8 @@ class TrainedModel:
         frame = pd.DataFrame({"record": ids, "score": scores})
         if self.threshold is not None:
             frame["decision"] = (scores >= self.threshold).astype(int)
+        frame.attrs["unseen_categories"] = int(site.info.get("unseen_categories", 0))  # type: ignore[call-overload]
+        frame.attrs["skipped"] = dict(site.info.get("skipped", {}))  # type: ignore[call-overload]
         if (site.y != UNLABELLED).any():
             labels = pd.array(site.y, dtype="Int64")
             labels[site.y == UNLABELLED] = pd.NA
