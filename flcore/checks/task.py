@@ -125,12 +125,14 @@ def _trained(case: TaskCase, seed: int = 0) -> Any:
 
 
 def check_declares(case: TaskCase) -> None:
-    """The task names its primary metric, threshold scope and model family, and accepts the case's settings."""
+    """The task names its primary metric, threshold scope, score kind and model family, and accepts its settings."""
     task = case.task
     if not isinstance(getattr(task, "primary_metric", None), str) or not task.primary_metric:
         _fail(case, "primary_metric must name the metric the scenario is judged on")
     if getattr(task, "threshold_scope", None) not in ("pooled", "site"):
         _fail(case, f"threshold_scope must be 'pooled' or 'site', got {getattr(task, 'threshold_scope', None)!r}")
+    if getattr(task, "score_kind", None) not in ("probability", "anomaly"):
+        _fail(case, f"score_kind must be 'probability' or 'anomaly', got {getattr(task, 'score_kind', None)!r}")
     if getattr(task, "model_family", None) not in ("torch", "xgboost"):
         _fail(case, f"model_family must be 'torch' or 'xgboost', got {getattr(task, 'model_family', None)!r}")
     task.check_config(case.cfg)  # a ConfigError here means the case's settings are wrong, and says why

@@ -82,7 +82,8 @@ class SchemaTableAdapter:
         if path.is_dir():
             files = site_tables(path, self.site, "Pass a .csv or .parquet file, or a folder holding some.")
             return self._site(path.name, str(path), files, self.drop_columns(path), strict, labelled=False)
-        return self._site(path.stem, str(path), [path], [], strict, labelled=False)
+        # One file: its folder's policy still drops its columns, as it would for the whole folder.
+        return self._site(path.stem, str(path), [path], self.drop_columns(path.parent), strict, labelled=False)
 
     def from_frame(self, frame: pd.DataFrame, name: str = "frame") -> SiteData:
         """Records to score from an in-memory table (labels used where present)."""

@@ -237,7 +237,7 @@ def _run_arms(
             "plan": gate_record["plan"],
             "schema": prepared.schema,
             "preprocessing": prepared.preprocessing.to_json() if prepared.preprocessing is not None else None,
-            "label": _label_meaning(prepared.schema),
+            "label": _label_meaning(prepared.schema, task),
             "privacy": outcome.privacy,
         }
         results["models"] = export_models(
@@ -329,8 +329,14 @@ def _site_info(split: SiteSplit) -> dict[str, Any]:
     }
 
 
-def _label_meaning(schema: dict[str, Any] | None) -> str:
+def _label_meaning(schema: dict[str, Any] | None, task: Task) -> str:
     """What a model's score means, for its manifest."""
+    if task.score_kind == "anomaly":
+        return (
+            "the score measures how far a record is from the normal data the model learnt (higher: more anomalous); "
+            "it is no probability, and each site sets its own alarm threshold on its normal data. Label 1 is a fault "
+            "(anomaly), 0 normal"
+        )
     if schema is None:
         return "the score is the model's estimate that the label is 1 (positive); 0 is negative"
     negative = f"'{schema['negative']}'" if schema.get("negative") is not None else "any other value"

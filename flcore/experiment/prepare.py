@@ -187,8 +187,9 @@ def prepare_data(
     if preprocessing is not None:
         progress(
             f"preprocessing from the {scenario.site_noun}s' statistics: {len(preprocessing.columns)} columns -> "
-            f"{len(preprocessing.feature_names)} features ({len(preprocessing.categories)} categorical, "
-            f"{len(preprocessing.impute)} imputed with the federation's means)"
+            f"{len(preprocessing.feature_names)} features ({len(preprocessing.categories)} categorical; "
+            f"{sum(1 for c in preprocessing.columns if any(d.missing.get(c) for d in disclosures))} with missing "
+            "values, filled from the federation's statistics)"
         )
     return PreparedData(
         source, splits, left_out, governance, preprocessing, disclosures, schema if isinstance(schema, dict) else None

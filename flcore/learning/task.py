@@ -37,6 +37,9 @@ class Task(Protocol):
     """
 
     primary_metric: str
+    #: What a score is: ``"probability"`` (of the positive label) or ``"anomaly"`` (distance from normal,
+    #: e.g. a reconstruction error; higher is more anomalous, not a probability).
+    score_kind: str
     #: ``"pooled"``: a model shared by all sites gets one operating point, chosen on the
     #: union of their validation data; ``"site"``: every site chooses its own, even for a
     #: shared model (anomaly detection, where each machine has its own normal level).
@@ -165,6 +168,7 @@ class BinaryClassificationTask(TorchExchange):
     threshold_rule: str | None = None
     augment: Callable[[Any, Any], Any] | None = None
     threshold_scope: str = "pooled"
+    score_kind: str = "probability"
 
     def init_model(self, stats: FeatureStats, seed: int) -> nn.Module:
         return _seeded(self.build, stats, seed)
@@ -242,6 +246,7 @@ class AnomalyDetectionTask(TorchExchange):
     threshold_quantile: float = 0.99
     primary_metric: str = keys.ROC_AUC
     threshold_scope: str = "site"
+    score_kind: str = "anomaly"
 
     def init_model(self, stats: FeatureStats, seed: int) -> nn.Module:
         return _seeded(self.build, stats, seed)

@@ -168,6 +168,7 @@ class XGBoostTask:
     primary_metric: str = keys.PR_AUC
     threshold_rule: str | None = None
     threshold_scope: str = "pooled"
+    score_kind: str = "probability"
     model_family: str = "xgboost"
 
     def _params(self, seed: int) -> dict[str, Any]:
