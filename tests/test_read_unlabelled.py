@@ -16,8 +16,7 @@ from domains.iot.adapters.vibration import VibrationAdapter, split_device
 from domains.medical.adapters.clinical import ClinicalTableAdapter
 from domains.medical.adapters.dicom import DicomAdapter
 from flcore.config import RunConfig
-from flcore.data.schematable import UNLABELLED
-from flcore.data.site import SiteData, split_site
+from flcore.data.site import UNLABELLED, SiteData, split_site
 from flcore.exceptions import DataValidationError
 
 

@@ -12,7 +12,8 @@ import pytest
 from domains.tabular.synthetic import NUMERIC, SCHEMA_TEXT, bank_table
 from flcore.data import schematable
 from flcore.data.schema import SCHEMA_FILE, TableSchema, find_schema
-from flcore.data.schematable import UNLABELLED, SchemaTableAdapter
+from flcore.data.schematable import SchemaTableAdapter
+from flcore.data.site import UNLABELLED
 from flcore.exceptions import DataValidationError
 from flcore.governance.policy import site_drop_columns
 

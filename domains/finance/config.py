@@ -18,43 +18,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flcore.config import parse_ints, setting
+from domains.tabular.config import TabularParams
+from flcore.config import setting
 
 
 @dataclass(frozen=True)
-class FinanceParams:
-    """Model hyperparameters of the finance models (``--set key=value``)."""
+class FinanceParams(TabularParams):
+    """Model hyperparameters of the finance models (``--set key=value``): the tabular ones, fraud's defaults."""
 
-    model: str = setting(
-        "mlp",
-        "mlp (torch, weight-averaging strategies) or xgboost (boosted trees, fedxgb-bagging or fedxgb-cyclic).",
-        choices=("mlp", "xgboost"),
-    )
     schema: str = setting(
         "",
         "A schema file for banks' own tables (label, features, categories, missing values; see README). Empty: "
         "DATA/schema.toml when present, else the reference contract (128 numeric features and 'label').",
     )
-    hidden_sizes: str = setting("64,32", "Hidden layer widths, comma-separated.")
-    dropout: float = setting(0.1, "Dropout after each hidden layer.", low=0.0, high=1.0, high_open=True)
     pos_weight: float = setting(10.0, "Weight of fraud examples in the loss.", low=0.0, low_open=True)
-    xgb_eta: float = setting(0.05, "xgboost: shrinkage of every tree.", low=0.0, high=1.0, low_open=True)
-    xgb_max_depth: int = setting(6, "xgboost: maximum depth of a tree.", low=1, high=16)
-    xgb_min_child_weight: float = setting(1.0, "xgboost: minimum hessian sum in a leaf.", low=0.0)
-    xgb_lambda: float = setting(1.0, "xgboost: L2 penalty on leaf values.", low=0.0)
-
-    def booster_params(self) -> dict[str, float]:
-        """The XGBoost parameters these settings give."""
-        return {
-            "eta": self.xgb_eta,
-            "max_depth": self.xgb_max_depth,
-            "min_child_weight": self.xgb_min_child_weight,
-            "lambda": self.xgb_lambda,
-        }
-
-    def hidden(self) -> tuple[int, ...]:
-        """``hidden_sizes`` parsed to a tuple of positive ints."""
-        return parse_ints(self.hidden_sizes, "hidden-sizes", "64,32")
 
 
 RECOMMENDED_RUN = {

@@ -18,13 +18,10 @@ import pandas as pd
 
 from flcore.data.identifiers import refuse_identifiers
 from flcore.data.schema import TableSchema
-from flcore.data.site import SiteData
+from flcore.data.site import UNLABELLED, SiteData
 from flcore.data.tables import read_table, site_tables, table_files
 from flcore.data.validation import IGNORED_COLUMNS, describe_value, parse_consent
 from flcore.exceptions import DataValidationError
-
-#: ``SiteData.y`` of a record whose label is not known (data to score).
-UNLABELLED = -1
 
 
 class SchemaTableAdapter:

@@ -11,6 +11,9 @@ from sklearn.model_selection import train_test_split
 
 from flcore.exceptions import DataValidationError
 
+#: ``SiteData.y`` of a record whose label is not known (records to score).
+UNLABELLED = -1
+
 #: The file in a site's folder that holds the site's own policy (read by :mod:`flcore.governance.policy`).
 SITE_POLICY_FILE = "policy.toml"
 

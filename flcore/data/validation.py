@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from flcore.data.identifiers import refuse_identifiers
+from flcore.data.site import UNLABELLED
 from flcore.exceptions import DataValidationError
 
 #: Key and time columns that are never features (a pseudonymous key such as ``patient_id`` may stay).
@@ -176,7 +177,6 @@ def validate_frame(
             "Impute or drop missing and infinite values, and keep |value| below 3.4e38 (float32), before export.",
             field=features[c],
         )
-    from flcore.data.schematable import UNLABELLED  # here: schematable imports this module
 
     if label not in frame.columns:  # only when labels are not required
         return x32, np.full(len(frame), UNLABELLED, dtype=np.int64), features

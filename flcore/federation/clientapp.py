@@ -69,13 +69,8 @@ def _folder_site_loader(context: Context, cfg: RunConfig, scenario: scenario_reg
 
     def make() -> SiteSplit:
         site = scenario.adapter.read(site_dir, strict=cfg.data_mode == "strict")
-        if is_raw(site):
-            raise ConfigError(
-                f"{site_dir}: {scenario.name} reads tables through a schema, whose preprocessing (imputation values, "
-                "category maps) the federation computes from the sites' statistics before training; deployed runs "
-                "do not compute it yet. Run this federation with `flsuite run` (simulation), or export tables that "
-                "need no schema (the scenario's reference contract)."
-            )
+        if is_raw(site):  # imputation and category maps come from every site's statistics: `flsuite run` only
+            raise ConfigError(f"{site_dir}: deployed runs cannot read tables through a schema yet; use `flsuite run`.")
         return scenario.split(site, cfg)  # the site's gate (siteguard) checks it before any use
 
     return SITE_CACHE.get(key, make)

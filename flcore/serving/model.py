@@ -25,8 +25,8 @@ import pandas as pd
 from flcore import scenario as scenario_registry
 from flcore.data.preprocess import Preprocessing, is_raw
 from flcore.data.schema import TableSchema
-from flcore.data.schematable import UNLABELLED, SchemaTableAdapter
-from flcore.data.site import FeatureStats, SiteData
+from flcore.data.schematable import SchemaTableAdapter
+from flcore.data.site import UNLABELLED, FeatureStats, SiteData
 from flcore.exceptions import DataValidationError
 from flcore.governance.policy import site_drop_columns
 from flcore.learning.artifact import MANIFEST, load_weights, read_model

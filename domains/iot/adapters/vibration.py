@@ -40,8 +40,7 @@ from domains.iot.adapters.windows import device_files, device_of, device_site, l
 from flcore.config import RunConfig
 from flcore.data.files import DEFAULT_MAX_BYTES
 from flcore.data.manifest import read_manifest
-from flcore.data.schematable import UNLABELLED
-from flcore.data.site import Problem, SiteData, SiteSplit
+from flcore.data.site import UNLABELLED, Problem, SiteData, SiteSplit
 from flcore.data.validation import describe_value
 from flcore.exceptions import DataValidationError
 

@@ -7,10 +7,11 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from domains.iot.adapters.features import SpectralFeatures
 from domains.iot.adapters.quality import clipping, longest_constant_run
 from domains.iot.adapters.recordings import (
     LABELS,
@@ -26,8 +27,14 @@ from flcore.data.files import memory_limit
 from flcore.data.site import Problem, SiteData
 from flcore.exceptions import DataValidationError
 
-if TYPE_CHECKING:
-    from domains.iot.adapters.vibration import VibrationAdapter
+
+class WindowSettings(Protocol):
+    """What the windowing needs from its adapter (:class:`~domains.iot.adapters.vibration.VibrationAdapter`)."""
+
+    features: SpectralFeatures
+    flatline_share: float
+    clip_share: float
+    max_recording_bytes: int | None
 
 
 @dataclass
@@ -64,7 +71,7 @@ def device_of(recording: Path) -> Path:
     return next((d for d in absolute.parents if (d / METADATA).is_file()), absolute.parent)
 
 
-def check_signal(rec: Recording, path: Path, adapter: VibrationAdapter) -> Problem | None:
+def check_signal(rec: Recording, path: Path, adapter: WindowSettings) -> Problem | None:
     """Length, finiteness, flat-lining and clipping of one recording (the adapter's thresholds)."""
     features = adapter.features
     x = rec.samples
@@ -109,7 +116,7 @@ def check_signal(rec: Recording, path: Path, adapter: VibrationAdapter) -> Probl
 
 
 def load_windows(
-    adapter: VibrationAdapter,
+    adapter: WindowSettings,
     device_dir: Path,
     files: Iterable[tuple[Path, str]],
     meta: dict[str, Any],
@@ -120,7 +127,7 @@ def load_windows(
 
     Parameters
     ----------
-    adapter : VibrationAdapter
+    adapter : WindowSettings
         Its features, thresholds and size limit apply.
     device_dir : Path
         The device folder (``device.json``'s; named in fixes).
@@ -198,7 +205,7 @@ def device_site(
     default: int,
     machines: list[str],
     problems: list[Problem],
-    adapter: VibrationAdapter,
+    adapter: WindowSettings,
 ) -> SiteData:
     """One device's windows as a site: ``y`` from ``labels`` by recording, else ``default``.
 

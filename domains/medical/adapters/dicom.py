@@ -41,8 +41,7 @@ from domains.medical.adapters.dicom_manifest import MANIFEST, Listing, read_list
 from domains.medical.adapters.pixels import MAX_IMAGE_BYTES, ConstantImageError, decoder_error, image_problem, to_image
 from domains.medical.governance import DEFAULT_POLICY
 from flcore.data.files import describe_error
-from flcore.data.schematable import UNLABELLED
-from flcore.data.site import Problem, SiteData
+from flcore.data.site import UNLABELLED, Problem, SiteData
 from flcore.exceptions import DataValidationError
 from flcore.governance.policy import GovernancePolicy, site_policy
 from flcore.governance.rules import Finding, open_findings

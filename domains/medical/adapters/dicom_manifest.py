@@ -10,8 +10,7 @@ import pandas as pd
 
 from domains.medical.adapters.dicom_files import uid_index
 from flcore.data.manifest import read_manifest
-from flcore.data.schematable import UNLABELLED
-from flcore.data.site import Problem
+from flcore.data.site import UNLABELLED, Problem
 from flcore.data.validation import parse_consent
 from flcore.exceptions import DataValidationError, FlsuiteError
 
