@@ -29,6 +29,7 @@ QUERY_KIND = "query"
 QUERY_FEATURE_STATS = "feature_stats"  # a Python identifier, as Flower requires
 STAT_SUM = "sum"
 STAT_SUMSQ = "sumsq"
+INPUT_JSON = "input-json"  # in the statistics reply's site record: the model's input (shape, feature names), JSON
 
 # Binary-classification metric names (also the names in results.json).
 PR_AUC = "pr_auc"
@@ -50,3 +51,8 @@ UPDATE_NORM = "update-norm"  # MetricRecord: L2 norm of a site's update in a rou
 UNIT_WEIGHT = "unit-weight"  # MetricRecord: 1 for every site (equal weights, as accounted client-level DP needs)
 QUERY_RUN_END = "run_end"  # query message after the last round: sites settle their privacy ledgers
 RESUMED_AFTER = "resumed-after"  # ConfigRecord: the last round completed before the coordinator resumed the run
+
+# Federated preprocessing of tables read through a schema (imputation values, category maps).
+QUERY_TABLE_SUMMARY = "table_summary"  # query before the statistics round: each site's counts, sums, category sets
+SUMMARY_JSON = "summary-json"  # ConfigRecord in the reply: the site's summary as JSON ("" if it needs none)
+PREPROCESSING = "preprocessing-json"  # ConfigRecord in every later message: the federation's preprocessing, JSON

@@ -28,7 +28,7 @@ class FinanceParams(TabularParams):
 
     schema: str = setting(
         "",
-        "A schema file for banks' own tables (label, features, categories, missing values; see README). Empty: "
+        "A schema for banks' own tables: a file, or its JSON (--schema FILE passes that; see README). Empty: "
         "DATA/schema.toml when present, else the reference contract (128 numeric features and 'label').",
     )
     pos_weight: float = setting(10.0, "Weight of fraud examples in the loss.", low=0.0, low_open=True)

@@ -49,7 +49,7 @@ class ClinicalParams:
 
     schema: str = setting(
         "",
-        "A schema file for the hospitals' own tables (label, features, categories, missing values, consent; see "
+        "A schema for the hospitals' own tables: a file, or its JSON (--schema FILE passes that; see "
         "README). Empty: DATA/schema.toml when present, else the reference contract (numeric features, 'label').",
     )
     hidden_sizes: str = setting("16", "Hidden layer widths, comma-separated.")

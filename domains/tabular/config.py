@@ -30,7 +30,7 @@ class TabularParams:
     )
     schema: str = setting(
         "",
-        "The table's schema file (label, features, categories, missing values; see README). Empty: DATA/schema.toml "
+        "The tables' schema: a file, or its JSON (--schema FILE passes that; see README). Empty: DATA/schema.toml "
         "when present, else the scenario's own contract.",
     )
     hidden_sizes: str = setting("64,32", "Hidden layer widths, comma-separated.")

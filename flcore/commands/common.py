@@ -33,8 +33,10 @@ def run_values(args: argparse.Namespace) -> dict[str, Any]:
     for option, key in (("rounds", "num-server-rounds"), ("seed", "seed"), ("strategy", "strategy")):
         if getattr(args, option, None) is not None:
             values[key] = getattr(args, option)
-    if getattr(args, "schema", None):
-        values["schema"] = str(Path(args.schema).resolve())
+    if getattr(args, "schema", None):  # the schema itself travels, so that deployed sites read what the run plans
+        from flcore.data.schema import TableSchema
+
+        values["schema"] = TableSchema.load(args.schema).setting()
     return values
 
 

@@ -48,6 +48,18 @@ class SiteSummary:
     missing: dict[str, int] = field(default_factory=dict)
     categories: dict[str, list[str]] = field(default_factory=dict)
 
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> SiteSummary:
+        """Inverse of :meth:`to_json` (a summary received from a site)."""
+        numeric = {str(c): (int(v["count"]), float(v["sum"])) for c, v in dict(values["numeric_count_and_sum"]).items()}
+        return cls(
+            str(values["site"]),
+            int(values["rows"]),
+            numeric,
+            {str(c): int(n) for c, n in dict(values["missing_counts"]).items()},
+            {str(c): [str(v) for v in cats] for c, cats in dict(values["category_sets"]).items()},
+        )
+
     def to_json(self) -> dict[str, Any]:
         """The disclosure as results.json's governance section records it."""
         return {
@@ -223,13 +235,10 @@ def federated_preprocessing(splits: list[SiteSplit]) -> tuple[list[SiteSplit], P
     summaries = [summarise(s.train) for s in splits]
     info = splits[0].train.info
     prep = Preprocessing.fit(summaries, list(info["raw_columns"]), str(info["missing_rule"]))  # type: ignore[call-overload]
-    encoded = [
-        SiteSplit(
-            s.name,
-            prep.transform(s.train),
-            prep.transform(s.test),
-            prep.transform(s.val) if s.val is not None else None,
-        )
-        for s in splits
-    ]
-    return encoded, prep, summaries
+    return [encode_split(s, prep) for s in splits], prep, summaries
+
+
+def encode_split(split: SiteSplit, prep: Preprocessing) -> SiteSplit:
+    """A raw site split encoded with the federation's preprocessing (train, test and validation alike)."""
+    val = prep.transform(split.val) if split.val is not None else None
+    return SiteSplit(split.name, prep.transform(split.train), prep.transform(split.test), val)

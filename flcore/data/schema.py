@@ -198,8 +198,8 @@ class TableSchema:
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "source"}
         return out
 
-    def digest_text(self) -> str:
-        """Canonical JSON of the schema, for plan hashes and comparisons."""
+    def setting(self) -> str:
+        """The schema as the ``schema`` setting carries it: canonical JSON (covered by the training plan's hash)."""
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
@@ -236,13 +236,24 @@ def same_value(value: object, wanted: str) -> bool:
 
 
 def find_schema(setting: str, data_dir: Path | None) -> TableSchema | None:
-    """The schema a run uses: the ``schema`` setting (a file), else ``DATA/schema.toml``, else None.
+    """The schema a run uses: the ``schema`` setting, else ``DATA/schema.toml``, else None.
+
+    The setting is a file, or the schema itself as JSON (:meth:`TableSchema.setting`: what ``--schema FILE``
+    passes, so that the schema travels to deployed sites inside the run's settings and its training plan).
 
     Raises
     ------
     DataValidationError
         When the named file (or the found one) is missing or not a valid schema.
     """
+    if setting.strip().startswith("{"):
+        try:
+            values = json.loads(setting)
+        except json.JSONDecodeError as err:
+            raise DataValidationError(
+                "the schema setting", f"it is not valid JSON ({err}).", "Pass a schema file: --schema schema.toml."
+            ) from None
+        return TableSchema.from_dict(values, source="the schema setting")
     if setting:
         return TableSchema.load(setting)
     if data_dir is not None and (Path(data_dir) / SCHEMA_FILE).is_file():

@@ -11,13 +11,21 @@ import numpy as np
 
 from flcore.config import RunConfig, to_dict
 from flcore.data.site import FeatureStats, SiteData, SiteSplit
-from flcore.experiment.export import export_models
+from flcore.experiment.export import export_models, label_meaning
 from flcore.experiment.federate import federate
 from flcore.experiment.gate import gate
 from flcore.experiment.prepare import prepare_data
 from flcore.experiment.progress import Progress, round_line, show_arm
 from flcore.experiment.resources import PeakMemory
-from flcore.experiment.results import SCHEMA_VERSION, clean, environment, now_utc, suite_version, validate_results
+from flcore.experiment.results import (
+    SCHEMA_VERSION,
+    clean,
+    environment,
+    now_utc,
+    preprocessing_record,
+    suite_version,
+    validate_results,
+)
 from flcore.experiment.scoring import Curve, compare, constant, federated_model, score_arm
 from flcore.federation.engines import ENGINE_LABELS, engine_for
 from flcore.federation.preflight import check_federation
@@ -224,11 +232,8 @@ def _run_arms(
     if prepared.schema is not None:
         results["data"]["schema"] = prepared.schema
     if prepared.preprocessing is not None:
-        gate_record["preprocessing"] = {
-            "computed_from": "per-site statistics of the training rows (counts, sums, category sets), never rows",
-            "disclosed": [d.to_json() for d in prepared.disclosures],
-            "result": prepared.preprocessing.to_json(),
-        }
+        disclosed = [d.to_json() for d in prepared.disclosures]
+        gate_record["preprocessing"] = preprocessing_record(disclosed, prepared.preprocessing.to_json())
     if models_dir is not None:
         arms = results["arms"]
         models = {"federated": federated_model(task, outcome, cfg.seed), "centralised": central_model}
@@ -237,7 +242,7 @@ def _run_arms(
             "plan": gate_record["plan"],
             "schema": prepared.schema,
             "preprocessing": prepared.preprocessing.to_json() if prepared.preprocessing is not None else None,
-            "label": _label_meaning(prepared.schema, task),
+            "label": label_meaning(prepared.schema, task),
             "privacy": outcome.privacy,
         }
         results["models"] = export_models(
@@ -327,17 +332,3 @@ def _site_info(split: SiteSplit) -> dict[str, Any]:
         "source": split.train.source,
         "skipped": dict(split.train.info.get("skipped", {})),  # type: ignore[call-overload]
     }
-
-
-def _label_meaning(schema: dict[str, Any] | None, task: Task) -> str:
-    """What a model's score means, for its manifest."""
-    if task.score_kind == "anomaly":
-        return (
-            "the score measures how far a record is from the normal data the model learnt (higher: more anomalous); "
-            "it is no probability, and each site sets its own alarm threshold on its normal data. Label 1 is a fault "
-            "(anomaly), 0 normal"
-        )
-    if schema is None:
-        return "the score is the model's estimate that the label is 1 (positive); 0 is negative"
-    negative = f"'{schema['negative']}'" if schema.get("negative") is not None else "any other value"
-    return f"the score is the model's estimate that {schema['label']} = '{schema['positive']}'; {negative} is negative"

@@ -9,6 +9,7 @@ and its end in ``run-status.json`` there, which ``flsuite serve`` reads.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,16 @@ from flwr.serverapp import Grid, ServerApp
 
 from flcore import scenario
 from flcore.exceptions import FlsuiteUserError
+from flcore.experiment.export import MODELS, export_federated, label_meaning
 from flcore.experiment.progress import round_line
-from flcore.experiment.results import federated_only_results, write_json
+from flcore.experiment.results import federated_only_results, preprocessing_record, write_json
+from flcore.experiment.scoring import federated_model
 from flcore.experiment.status import PROGRESS_FILE, RESULTS_FILE, STATUS_FILE, write_status
 from flcore.federation.checkpoint import CHECKPOINT_FILE, read_checkpoint
 from flcore.federation.plan import plan_from_run_config
 from flcore.federation.serverapp import run_federation
 from flcore.governance.audit import AuditTrail
+from flcore.governance.siteguard import run_facts
 
 server_app = ServerApp()
 
@@ -66,8 +70,16 @@ def serverapp_main(grid: Any, context: Any) -> None:
         results = federated_only_results(plan, outcome)
         results["run_id"] = plan.run_id
         results["privacy"] = outcome.privacy
+        if plan.preprocessing is not None:
+            result = json.loads(plan.preprocessing)
+            results["governance"] = {"preprocessing": preprocessing_record(plan.disclosures, result)}
+        models = _export(out / MODELS, plan, outcome)
+        if models:
+            results["models"] = models
         if plan.audit is not None:
             last = outcome.monitor.rounds[-1].aggregate_hash if outcome.monitor and outcome.monitor.rounds else None
+            if models:
+                plan.audit.append("models", run=plan.run_id, digests={"federated": models["federated"]["digest"]})
             plan.audit.append("run-end", run=plan.run_id, model=last)
             seq, head = plan.audit.head()
             results["audit"] = {"path": str(plan.audit.path), "entries": seq, "head": head}
@@ -79,6 +91,29 @@ def serverapp_main(grid: Any, context: Any) -> None:
     except BaseException as err:  # recorded in run-status.json, which `serve` reports, then raised on
         write_status(status, "failed", error=f"{type(err).__name__}: {err}", exit_code=1)
         raise
+
+
+def _export(out: Path, plan: Any, outcome: Any) -> dict[str, Any]:
+    """The federated model, written to ``OUT/models/federated`` (none when the sites did not describe its input)."""
+    if outcome.model_input is None or outcome.arrays is None:
+        return {}
+    sc = scenario.get(plan.scenario)
+    task = sc.make_task(plan.params)
+    prep = json.loads(plan.preprocessing) if plan.preprocessing is not None else None
+    rounds = outcome.monitor.rounds if outcome.monitor is not None else []
+    context = {
+        "run_id": plan.run_id,
+        "plan": run_facts(sc, plan.cfg, plan.params).plan_hash,
+        "schema": outcome.model_input.get("schema"),
+        "preprocessing": prep,
+        "label": label_meaning(outcome.model_input.get("schema"), task),
+        "privacy": outcome.privacy,
+        "input": outcome.model_input,
+        "sites": outcome.sites,
+        "metrics": rounds[-1].evaluate if rounds else {},
+    }
+    model = federated_model(task, outcome, plan.cfg.seed)
+    return export_federated(out, sc, plan.cfg, plan.params, task, model, context)
 
 
 def _primary_metric(plan: Any) -> str:

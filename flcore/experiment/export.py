@@ -63,7 +63,11 @@ def export_models(
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".models-partial-"))
     try:
         entries: dict[str, Any] = {}
-        shared = _shared(scenario, cfg, params, task, splits, context)
+        first = splits[0].train
+        names = list(first.info.get("feature_names", []) or [])  # type: ignore[call-overload]
+        shared = _shared(
+            scenario, cfg, params, task, {"shape": list(first.x.shape[1:]), "feature_names": names}, context
+        )
         for arm in ("federated", "centralised"):
             manifest = {
                 **shared,
@@ -105,11 +109,34 @@ def _entry(folder: Path, final: Path, task: Task, model: Any, manifest: dict[str
     return {"path": str(final), "digest": written["digest"], "files": written["files"]}
 
 
+def export_federated(
+    out: Path, scenario: Scenario, cfg: RunConfig, params: Any, task: Task, model: Any, context: dict[str, Any]
+) -> dict[str, Any]:
+    """A deployed run's federated model (the coordinator trains no baseline), as results.json's ``models``.
+
+    ``context`` holds, besides :func:`export_models`'s keys, ``input`` (shape and feature names, as the sites
+    described them), ``sites`` and ``metrics`` (the last evaluate round, as Flower aggregates it).
+    """
+    manifest = {
+        **_shared(scenario, cfg, params, task, context["input"], context),
+        "arm": "federated",
+        "trained_on": list(context.get("sites", [])),
+        "threshold": {
+            "value": None,
+            "per_site": None,
+            "chosen_on": "none: a deployed coordinator sees only the sites' metrics; each site chose its own "
+            "operating point on its validation split (see the evaluate rounds)",
+        },
+        "metrics": {"test": context.get("metrics", {}), "scope": "the sites' test splits, averaged by Flower"},
+        "privacy": context.get("privacy"),
+    }
+    return {"federated": _entry(Path(out) / "federated", Path(Path(out).name, "federated"), task, model, manifest)}
+
+
 def _shared(
-    scenario: Scenario, cfg: RunConfig, params: Any, task: Task, splits: list[SiteSplit], context: dict[str, Any]
+    scenario: Scenario, cfg: RunConfig, params: Any, task: Task, model_input: dict[str, Any], context: dict[str, Any]
 ) -> dict[str, Any]:
     """The manifest keys every model of the run shares."""
-    first = splits[0].train
     return {
         "created_utc": now_utc(),
         "suite_version": suite_version(),
@@ -124,10 +151,7 @@ def _shared(
             "primary_metric": task.primary_metric,
             "threshold_scope": task.threshold_scope,
         },
-        "input": {
-            "shape": list(first.x.shape[1:]),
-            "feature_names": list(first.info.get("feature_names", []) or []),  # type: ignore[call-overload]
-        },
+        "input": {"shape": list(model_input["shape"]), "feature_names": list(model_input.get("feature_names") or [])},
         "schema": context.get("schema"),
         "preprocessing": context.get("preprocessing"),
         "label": context.get("label"),
@@ -177,3 +201,17 @@ def _write_test_scores(path: Path, task: Task, splits: list[SiteSplit], models: 
         )
     with atomic_write(path, "w") as handle:
         pd.concat(frames).to_csv(handle, index=False, float_format="%.9g")
+
+
+def label_meaning(schema: dict[str, Any] | None, task: Task) -> str:
+    """What a model's score means, for its manifest."""
+    if task.score_kind == "anomaly":
+        return (
+            "the score measures how far a record is from the normal data the model learnt (higher: more anomalous); "
+            "it is no probability, and each site sets its own alarm threshold on its normal data. Label 1 is a fault "
+            "(anomaly), 0 normal"
+        )
+    if schema is None:
+        return "the score is the model's estimate that the label is 1 (positive); 0 is negative"
+    negative = f"'{schema['negative']}'" if schema.get("negative") is not None else "any other value"
+    return f"the score is the model's estimate that {schema['label']} = '{schema['positive']}'; {negative} is negative"

@@ -101,3 +101,12 @@ def federated_only_results(plan: Any, outcome: Any) -> dict[str, Any]:
             "wall_time_s": outcome.wall_time_s,
         }
     )
+
+
+def preprocessing_record(disclosed: list[dict[str, Any]], result: dict[str, Any]) -> dict[str, Any]:
+    """``governance.preprocessing`` of results.json: what each site disclosed for it, and what was built."""
+    return {
+        "computed_from": "per-site statistics of the training rows (counts, sums, category sets), never rows",
+        "disclosed": disclosed,
+        "result": result,
+    }

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
+import json
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -15,94 +13,21 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from flcore import keys
-from flcore import scenario as scenario_registry
 from flcore.config import RunConfig
 from flcore.data.preprocess import is_raw
-from flcore.data.site import FeatureStats, SiteSplit, list_site_dirs
-from flcore.data.splitfiles import SITE_CACHE, load_split
+from flcore.data.site import FeatureStats, SiteSplit
 from flcore.exceptions import ConfigError
 from flcore.federation.mods.attack import attack_mod
 from flcore.federation.mods.compression import compression_mod
 from flcore.federation.mods.dropout import dropout_mod
 from flcore.federation.mods.secagg import is_secagg_fit, secagg_client_mod, secagg_fit
-from flcore.federation.plan import Refused, data_root, decode, refusal_error_reply, refusal_reply, site_record
+from flcore.federation.plan import Refused, decode, refusal_error_reply, refusal_reply, site_record
+from flcore.federation.preprocessing import summary_reply
+from flcore.federation.sitedata import SiteGovernanceFn, SiteLoader, folder_governance, folder_site_loader
 from flcore.federation.strategies.averaging import array_view
 from flcore.governance.rules import Refusal
-from flcore.governance.siteguard import SiteGovernance, admit, ledger_of, plan_changed, run_facts, site_dp, split_facts
+from flcore.governance.siteguard import SiteGovernance, admit, ledger_of, plan_changed, run_facts, site_dp
 from flcore.learning.privacy import DpSgd, steps_per_epoch
-
-# --------------------------------------------------------------------------------------
-# The site's data and policy
-# --------------------------------------------------------------------------------------
-
-SiteLoader = Callable[[Context, RunConfig], SiteSplit]
-SiteGovernanceFn = Callable[[Context, RunConfig, Any, SiteSplit], SiteGovernance]
-
-
-def prepared_site_loader(prepared: list[str]) -> SiteLoader:
-    """Loader for simulation: virtual node ``partition-id`` reads ``prepared[partition-id]``."""
-
-    def load(context: Context, cfg: RunConfig) -> SiteSplit:
-        path = prepared[int(context.node_config["partition-id"])]
-        return SITE_CACHE.get((path, cfg.seed, cfg.test_fraction), lambda: load_split(Path(path)))
-
-    return load
-
-
-def _folder_site_loader(context: Context, cfg: RunConfig, scenario: scenario_registry.Scenario) -> SiteSplit:
-    """Loader for deployment and ``flwr run``: a site folder read through the adapter.
-
-    A deployed SuperNode names its own folder in its node config (``data-dir``); in
-    ``flwr run`` simulation, virtual node ``partition-id`` takes the matching
-    sub-folder of the run config's ``data-dir`` (synthetic data when empty).
-    """
-    if cfg.partition != "natural":
-        raise ConfigError(
-            f"partition={cfg.partition} re-splits pooled data, which a deployed site never has. "
-            "Use partition=natural here, or `flsuite run` for partitioned simulations."
-        )
-    site_dir = _site_dir(context, cfg, scenario)
-    # Modification times are in the key so that a long-lived SuperNode sees changed data,
-    # whether files were replaced (folder mtimes) or rewritten in place (file mtimes), at any depth.
-    stamp = _tree_stamp(site_dir)
-    key = (f"{site_dir}@{stamp}", cfg.seed, cfg.test_fraction, cfg.val_fraction, cfg.data_mode)
-
-    def make() -> SiteSplit:
-        site = scenario.adapter.read(site_dir, strict=cfg.data_mode == "strict")
-        if is_raw(site):  # imputation and category maps come from every site's statistics: `flsuite run` only
-            raise ConfigError(f"{site_dir}: deployed runs cannot read tables through a schema yet; use `flsuite run`.")
-        return scenario.split(site, cfg)  # the site's gate (siteguard) checks it before any use
-
-    return SITE_CACHE.get(key, make)
-
-
-def _site_dir(context: Context, cfg: RunConfig, scenario: scenario_registry.Scenario) -> Path:
-    node = context.node_config
-    if "data-dir" in node:
-        return Path(str(node["data-dir"]))
-    root = data_root(scenario, str(context.run_config.get("data-dir", "")), cfg.seed)
-    return list_site_dirs(root, scenario.adapter)[int(node["partition-id"])]
-
-
-def _folder_governance(context: Context, cfg: RunConfig, scenario: Any, split: SiteSplit) -> SiteGovernance:
-    """A deployed site's policy: the node config's ``policy`` file, else ``policy.toml`` in its folder."""
-    site_dir = _site_dir(context, cfg, scenario)
-    policy_file = str(context.node_config.get("policy", ""))
-    return SiteGovernance.of(split.name, site_dir, scenario.policy, split_facts(split), policy_file)
-
-
-def prepared_governance(items: list[SiteGovernance]) -> SiteGovernanceFn:
-    """Simulation: virtual node ``partition-id`` is governed by ``items[partition-id]``."""
-    return lambda context, cfg, scenario, split: items[int(context.node_config["partition-id"])]
-
-
-def _tree_stamp(folder: Path) -> int:
-    """Latest modification time (ns) of the folder, its sub-folders and their files."""
-    latest = folder.stat().st_mtime_ns
-    for root, _, files in os.walk(folder):
-        latest = max(latest, Path(root).stat().st_mtime_ns, *(Path(root, f).stat().st_mtime_ns for f in files))
-    return latest
-
 
 # --------------------------------------------------------------------------------------
 # The site's gate: every message of a run passes it first
@@ -132,16 +57,27 @@ class _SiteAccess:
     governance: SiteGovernanceFn | None = None
     torch_threads: int | None = None
 
-    def open(self, config: ConfigRecord, context: Context) -> SiteRun:
-        """Decode the message's run, load the site, and pass the site's gate (:class:`Refused` if not)."""
+    def open(self, config: ConfigRecord, context: Context, *, raw: bool = False) -> SiteRun:
+        """Decode the message's run, load the site, and pass the site's gate (:class:`Refused` if not).
+
+        With ``raw``, a table still waiting for the federation's preprocessing is given as it is (to summarise it).
+        """
         import torch
 
         # Setting the thread count again costs ~2 ms a message.
         if self.torch_threads and torch.get_num_threads() != self.torch_threads:
             torch.set_num_threads(self.torch_threads)
         scenario, cfg, params = decode(config)
-        split = self.load_site(context, cfg) if self.load_site else _folder_site_loader(context, cfg, scenario)
-        gov = (self.governance or _folder_governance)(context, cfg, scenario, split)
+        split = (
+            self.load_site(context, cfg)
+            if self.load_site
+            else folder_site_loader(context, config, (scenario, cfg, params))
+        )
+        if is_raw(split.train) and not raw:
+            raise ConfigError(
+                f"{split.name}: the coordinator sent no preprocessing for this table (an older flsuite?)."
+            )
+        gov = (self.governance or folder_governance)(context, cfg, scenario, split)
         run_id = str(config.get(keys.RUN_ID, "unspecified"))
         run = run_facts(scenario, cfg, params)
         if (run_id, split.name) not in _ADMITTED:
@@ -201,8 +137,22 @@ def _feature_stats(site: _SiteAccess, msg: Message, context: Context) -> Message
     stats = FeatureStats.of(split.train.x, split.train.y)
     arrays = ArrayRecord({keys.STAT_SUM: Array(stats.total), keys.STAT_SUMSQ: Array(stats.total_sq)})
     metrics = MetricRecord({keys.NUM_EXAMPLES: stats.count, keys.NUM_POSITIVE: stats.positives})
-    content = RecordDict({keys.ARRAYS: arrays, keys.METRICS: metrics, keys.SITE: site_record(split.name)})
+    record = site_record(split.name)  # with what the model's input is (for the exported model's manifest)
+    names = list(split.train.info.get("feature_names", []) or [])  # type: ignore[call-overload]
+    schema = split.train.info.get("schema")  # a table's schema (or the one its contract amounts to)
+    record[keys.INPUT_JSON] = json.dumps(
+        {"shape": list(split.train.x.shape[1:]), "feature_names": names, "schema": schema}
+    )
+    content = RecordDict({keys.ARRAYS: arrays, keys.METRICS: metrics, keys.SITE: record})
     return Message(content=content, reply_to=msg)
+
+
+def _table_summary(site: _SiteAccess, msg: Message, context: Context) -> Message:
+    """Answer the summary query: the training rows' counts, sums and category sets (never rows)."""
+    try:
+        return summary_reply(site.open(msg.content[keys.CONFIG], context, raw=True).split, msg)  # type: ignore[arg-type]
+    except Refused as refused:
+        return refusal_reply(msg, refused.refusals)
 
 
 def _run_end(site: _SiteAccess, msg: Message, context: Context) -> Message:
@@ -389,6 +339,7 @@ def make_client_app(
     app = ClientApp(
         mods=[*([dropout_mod] if simulate_dropout else []), compression_mod, *([attack_mod] if simulate_attack else [])]
     )
+    app.query(keys.QUERY_TABLE_SUMMARY)(partial(_table_summary, site))
     app.query(keys.QUERY_FEATURE_STATS)(partial(_feature_stats, site))
     app.query(keys.QUERY_RUN_END)(partial(_run_end, site))
     app.train(mods=[secagg_client_mod])(partial(_train, site))

@@ -20,10 +20,11 @@ from flcore import scenario as registry
 from flcore.data.site import SiteSplit
 from flcore.data.splitfiles import save_split
 from flcore.exceptions import ConfigError
-from flcore.federation.clientapp import make_client_app, prepared_governance, prepared_site_loader
+from flcore.federation.clientapp import make_client_app
 from flcore.federation.monitor import RoundRecord
 from flcore.federation.plan import FederationOutcome, FederationPlan
 from flcore.federation.serverapp import make_server_app, run_federation
+from flcore.federation.sitedata import prepared_governance, prepared_site_loader
 from flcore.governance.siteguard import SiteGovernance, split_facts
 
 QUIET_ENV = {

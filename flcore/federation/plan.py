@@ -44,6 +44,10 @@ class FederationPlan:
     meta: dict[str, Any] = field(default_factory=dict)
     #: Simulation with ``attack`` set: the attacking sites (drawn once the sites have named themselves).
     attackers: list[str] = field(default_factory=list)
+    #: Tables read through a schema: the federation's preprocessing as JSON (sent in every message once
+    #: fitted), and what each site disclosed for it (:mod:`flcore.federation.preprocessing`).
+    preprocessing: str | None = None
+    disclosures: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -59,6 +63,8 @@ class FederationOutcome:
     privacy: dict[str, Any] = field(default_factory=dict)
     #: The sites that attacked, in an attack simulation.
     attackers: list[str] = field(default_factory=list)
+    #: The model's input as the sites describe it: ``shape`` and ``feature_names`` (for an exported model).
+    model_input: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -69,6 +75,7 @@ class FederationOutcome:
 def common_config(plan: FederationPlan, **extra: Any) -> ConfigRecord:
     """The config every message of the run carries: scenario, settings, parameters, run id (and ``extra``)."""
     resumed = {keys.RESUMED_AFTER: plan.resume.round} if plan.resume is not None else {}
+    prep = {keys.PREPROCESSING: plan.preprocessing} if plan.preprocessing is not None else {}
     return ConfigRecord(
         {
             keys.SCENARIO: plan.scenario,
@@ -76,6 +83,7 @@ def common_config(plan: FederationPlan, **extra: Any) -> ConfigRecord:
             keys.PARAMS_JSON: json.dumps(to_dict(plan.params), sort_keys=True),
             keys.RUN_ID: plan.run_id,
             **resumed,
+            **prep,
             **extra,
         }
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from flcore.federation.mods.secagg import run_secagg_rounds
 from flcore.federation.monitor import FederationMonitor, MonitoredGrid, RoundRecord, arrays_digest
 from flcore.federation.plan import FederationOutcome, FederationPlan, common_config, refusals_in
 from flcore.federation.preflight import check_federation
+from flcore.federation.preprocessing import collect_preprocessing, needs_preprocessing
 from flcore.federation.rounds import QuorumError, run_rounds, wait_for_sites
 from flcore.federation.strategies import build_strategy, min_evaluate_per_round, min_sites_per_round
 from flcore.governance.rules import refusal_error
@@ -47,11 +49,12 @@ def _wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
 
 def collect_feature_stats(
     grid: Grid, node_ids: list[int], config: ConfigRecord, timeout: float
-) -> tuple[FeatureStats, dict[int, str], dict[str, int]]:
+) -> tuple[FeatureStats, dict[int, str], dict[str, int], dict[str, Any] | None]:
     """Ask every site for its feature sums and combine them (no row leaves a site).
 
-    Returns the pooled statistics, each node's site name, and each site's number of
-    training examples.
+    Returns the pooled statistics, each node's site name, each site's number of
+    training examples, and the model's input as the first site describes it (shape and
+    feature names; None from sites that do not say).
     """
     content = RecordDict({keys.CONFIG: config})
     messages = [
@@ -63,6 +66,7 @@ def collect_feature_stats(
     if refusals:
         raise refusal_error(refusals)
     parts, names = [], {}
+    inputs: list[dict[str, Any] | None] = []
     for reply in replies:
         if reply.has_error():
             raise FlsuiteError(f"A site failed while computing feature statistics: {reply.error.reason}")
@@ -76,11 +80,13 @@ def collect_feature_stats(
                 positives=int(metrics[keys.NUM_POSITIVE]),  # type: ignore[index,arg-type]
             )
         )
-        names[reply.metadata.src_node_id] = str(reply.content[keys.SITE][keys.SITE_NAME])  # type: ignore[index]
+        site = reply.content.config_records[keys.SITE]
+        names[reply.metadata.src_node_id] = str(site[keys.SITE_NAME])
+        inputs.append(json.loads(str(site[keys.INPUT_JSON])) if keys.INPUT_JSON in site else None)
     if len(parts) < len(node_ids):
         raise FlsuiteError(f"Only {len(parts)} of {len(node_ids)} sites returned feature statistics.")
     counts = {names[n]: p.count for n, p in zip(names, parts, strict=True)}
-    return FeatureStats.combine(parts), names, counts
+    return FeatureStats.combine(parts), names, counts, inputs[0] if inputs else None
 
 
 def run_federation(grid: Grid, plan: FederationPlan, context: Context | None = None) -> FederationOutcome:
@@ -100,7 +106,15 @@ def run_federation(grid: Grid, plan: FederationPlan, context: Context | None = N
     # Settings the federation cannot run fail before any site reserves budget for the run.
     check_federation(cfg, plan.num_sites)
     try:
-        stats, names, site_counts = collect_feature_stats(mgrid, node_ids, common, timeout=plan.connect_timeout_s)
+        if needs_preprocessing(scenario, plan.params):  # tables through a schema: their encoding comes first
+            prep, summaries = collect_preprocessing(mgrid, node_ids, common, timeout=plan.connect_timeout_s)
+            if prep is not None:
+                plan.preprocessing = json.dumps(prep.to_json(), sort_keys=True)
+                plan.disclosures = [s.to_json() for s in summaries]
+                common = common_config(plan)
+        stats, names, site_counts, model_input = collect_feature_stats(
+            mgrid, node_ids, common, timeout=plan.connect_timeout_s
+        )
     except GovernanceError as err:
         if plan.audit is not None:
             for r in err.refusals:
@@ -138,6 +152,7 @@ def run_federation(grid: Grid, plan: FederationPlan, context: Context | None = N
         wall_time_s=time.perf_counter() - t0 + (plan.resume.wall_time_s if plan.resume is not None else 0.0),
         privacy=privacy,
         attackers=list(plan.attackers),
+        model_input=model_input,
     )
 
 
