@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "join", help="check this site, then run its Flower SuperNode against the coordinator's SuperLink"
     )
     j.add_argument("--superlink", required=True, metavar="HOST:PORT", help="the coordinator's SuperLink address")
-    j.add_argument("--domain", required=True, help="finance, medical or iot")
+    j.add_argument("--domain", required=True, help="finance, medical, iot or tabular")
     j.add_argument("--data", required=True, help="this site's data folder")
     j.add_argument("--policy", help="this site's governance policy (default: policy.toml in the data folder)")
     j.add_argument("--key", help="this site's private key (sites/<name>.key from `flsuite certs init`)")
@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--port", type=int, help="local port of the SuperNode's own API (default: a free port)")
     j.add_argument("--insecure", action="store_true", help="plain-text transport (trials on one machine only)")
     j.add_argument("--lenient", action="store_true", help="skip unusable files instead of failing the check")
+    j.add_argument("--schema", help="tables: the federation's schema file, to check this site as the run reads it")
     j.add_argument(
         "--clientapp",
         choices=("warm", "per-message"),

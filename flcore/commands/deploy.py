@@ -79,6 +79,7 @@ def cmd_site_join(args: argparse.Namespace) -> int:
         port=args.port,
         insecure=args.insecure,
         lenient=args.lenient,
+        schema=Path(args.schema) if args.schema else None,
         **({"clientapp": args.clientapp} if args.clientapp else {}),
     )
     return join(options, say=lambda line: print(line, flush=True))

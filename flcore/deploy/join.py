@@ -64,6 +64,9 @@ class JoinOptions:
     insecure: bool = False
     lenient: bool = False
     clientapp: str = field(default_factory=_default_clientapp)
+    #: The federation's schema file, to check the site's tables as the run will read them (the run itself
+    #: sends its schema in every message).
+    schema: Path | None = None
 
 
 def supernode_command(opts: JoinOptions, port: int) -> list[str]:
@@ -132,7 +135,7 @@ def check_join(opts: JoinOptions, say: Say = print) -> None:
         public_key_line(opts.key)  # an unreadable or wrong-format key fails here, with the file named
     if opts.policy is not None:
         load_policy(opts.policy)
-    report = check_sites(opts.domain, opts.data, strict=not opts.lenient, policy_file=opts.policy)
+    report = check_sites(opts.domain, opts.data, strict=not opts.lenient, policy_file=opts.policy, schema=opts.schema)
     if len(report.sites) != 1:
         raise ConfigError(
             f"--data {opts.data} holds {len(report.sites)} site folders; a SuperNode serves one site. "
