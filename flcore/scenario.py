@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flcore.config import RunConfig, apply_settings, check_attack, settings_of, validate
+from flcore.data.schema import find_schema
 from flcore.data.site import DomainAdapter, SiteData, SiteSplit, split_site
 from flcore.exceptions import ConfigError, UnknownNameError
 from flcore.governance.plan import code_digest
@@ -106,6 +107,19 @@ class Scenario:
         if self.make_adapter is None:
             return self.adapter
         return self.make_adapter(params if params is not None else self.params, data_dir)
+
+    def with_table_schema(self, params: Any, data_dir: Path | None) -> Any:
+        """``params`` with the tables' schema settled once, by the coordinator, and carried as JSON.
+
+        The schema is the ``schema`` setting (a file or JSON), else ``DATA/schema.toml``.
+
+        The schema then travels in the run's settings: every site reads with the same one, and the training
+        plan's hash covers its content (a path would not). Scenarios without a ``schema`` setting are unchanged.
+        """
+        if not any(f.name == "schema" for f in dataclasses.fields(params)):
+            return params
+        schema = find_schema(str(params.schema), data_dir)
+        return params if schema is None else dataclasses.replace(params, schema=schema.setting())
 
     def split(self, site: SiteData, cfg: RunConfig) -> SiteSplit:
         """Hold out a site's test (and validation) data the way this scenario requires."""

@@ -13,6 +13,7 @@ from flcore.experiment.results import write_json
 from flcore.experiment.seeds import run_seeds, seed_list, with_statistics
 from flcore.reporting.console import seeds_table, summary_table
 from flcore.reporting.report import write_report
+from flcore.scenario import synthetic_data
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -90,6 +91,8 @@ def _run_seeds(args: argparse.Namespace, sc: Any, first: int, out: Path, say: An
         say(f"\n== seed {seed} ({seeds.index(seed) + 1} of {len(seeds)}) ==")
         values = {**run_values(args), "seed": seed}
         cfg, params = sc.configure(values)
+        # The schema a run settles (beside the data) is part of its saved settings: compare like with like.
+        params = sc.with_table_schema(params, Path(args.data) if args.data else synthetic_data(sc, seed, params))
         done = finished_seed(args, folder, cfg, params)
         if done is not None:
             say(f"seed {seed}: finished earlier with the same settings; reusing {folder / 'results.json'}")

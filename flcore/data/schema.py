@@ -13,6 +13,7 @@ file names what its table holds, and the table adapter
     drop = ["transaction_id", "booked_at"]  # identifier and time columns, never read
     missing = "impute"              # or "refuse" (default): a missing value stops the run
     consent = "consent"             # optional: a yes/no column; records without consent are dropped
+    max_categories = 200            # optional: most categories a site may hold (and disclose) in one column
 
 ``impute`` fills a missing number with the federation's mean of that column and a
 missing category with its own category (``<missing>``), both computed from per-site
@@ -22,20 +23,31 @@ statistics (:mod:`flcore.data.preprocess`), never from rows.
 from __future__ import annotations
 
 import json
-import math
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from flcore.exceptions import DataValidationError
 
 #: The schema file a data folder may hold beside its site folders (used when no schema is named).
 SCHEMA_FILE = "schema.toml"
 #: The keys a schema file may hold.
-KEYS = ("label", "positive", "negative", "features", "exclude", "categorical", "drop", "missing", "consent")
+KEYS = (
+    "label",
+    "positive",
+    "negative",
+    "features",
+    "exclude",
+    "categorical",
+    "drop",
+    "missing",
+    "consent",
+    "max_categories",
+)
 MISSING_RULES = ("refuse", "impute")
 
 
@@ -65,6 +77,10 @@ class TableSchema:
         mean, categories a ``<missing>`` category.
     consent : str or None
         A yes/no column; records whose consent is no are dropped before anything else is read.
+    max_categories : int
+        Most categories one categorical column may hold at a site. A site discloses its set of
+        categories, so a column of near-unique values (a postcode, a free-text note, an id
+        declared categorical by mistake) would disclose row values: it is refused instead.
     """
 
     label: str = "label"
@@ -76,6 +92,7 @@ class TableSchema:
     drop: tuple[str, ...] = ()
     missing: str = "refuse"
     consent: str | None = None
+    max_categories: int = 200
     source: str = field(default="", compare=False)
 
     @classmethod
@@ -115,7 +132,7 @@ class TableSchema:
             if isinstance(value, bool):
                 return "true" if value else "false"
             if isinstance(value, int | float) and not isinstance(value, bool):
-                return _number_text(float(value))
+                return as_text(value)
             if not isinstance(value, str) or not value.strip():
                 raise DataValidationError(
                     source, f"'{key}' must be a non-empty text or number.", f'Write e.g. {key} = "...".', field=key
@@ -132,6 +149,14 @@ class TableSchema:
                 raise DataValidationError(source, f"'{key}' names a column twice.", "List each column once.", field=key)
             return tuple(value)
 
+        max_categories = values.get("max_categories", 200)
+        if isinstance(max_categories, bool) or not isinstance(max_categories, int) or max_categories < 2:
+            raise DataValidationError(
+                source,
+                "'max_categories' must be a whole number of at least 2.",
+                "Write e.g. max_categories = 200.",
+                "max_categories",
+            )
         label = text("label", "label")
         positive = text("positive", "1")
         negative = text("negative", "0" if positive == "1" else None)
@@ -150,6 +175,7 @@ class TableSchema:
             drop=names("drop"),
             missing=str(missing),
             consent=text("consent", None),
+            max_categories=max_categories,
             source=str(values.get("source", source)),
         )
         schema._check(source)
@@ -161,6 +187,14 @@ class TableSchema:
                 source, "'positive' and 'negative' are the same value.", "Name two different values.", "negative"
             )
         special = {self.label, *((self.consent,) if self.consent else ())}
+        hidden = sorted(special & (set(self.drop) | set(self.exclude)))
+        if hidden:
+            raise DataValidationError(
+                source,
+                f"'{hidden[0]}' is the label or consent column, but 'drop' or 'exclude' lists it.",
+                "Remove it from 'drop' and 'exclude': the label and consent columns are read, never features.",
+                "drop",
+            )
         for key, cols in (("features", self.features), ("categorical", self.categorical)):
             clash = sorted(set(cols) & (special | set(self.drop) | set(self.exclude)))
             if clash:
@@ -185,7 +219,7 @@ class TableSchema:
         if same_value(value, self.positive):
             return True
         if self.negative is None:
-            return None if _empty(value) else False
+            return None if is_empty(value) else False
         return False if same_value(value, self.negative) else None
 
     def label_meaning(self) -> str:
@@ -206,21 +240,29 @@ class TableSchema:
 _TRUE, _FALSE = ("true", "1", "1.0", "yes", "y"), ("false", "0", "0.0", "no", "n")
 
 
-def _number_text(value: float) -> str:
-    return str(int(value)) if value.is_integer() else repr(value)
+def as_text(value: object) -> str:
+    """A cell or a schema value as text: ``1`` and ``1.0`` are ``"1"``, booleans ``true`` / ``false``, text stripped."""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, int | float | np.integer | np.floating):
+        f = float(value)
+        return str(int(f)) if f.is_integer() else repr(f)
+    return str(value).strip()
 
 
-def _empty(value: object) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and not value.strip()
+def is_empty(value: object) -> bool:
+    """Whether a cell holds nothing: None, NaN, pandas' NA or NaT, or blank text."""
+    if isinstance(value, str):
+        return not value.strip()
+    try:
+        return bool(pd.isna(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError):  # a list or an array in a cell: something, not a scalar missing value
+        return False
 
 
 def same_value(value: object, wanted: str) -> bool:
     """Whether a cell equals a schema value: as numbers when both are numbers, else as case-folded text."""
-    if _empty(value):
+    if is_empty(value):
         return False
     if isinstance(value, bool | np.bool_):  # a boolean column: true is 1 / yes, false is 0 / no
         return wanted.strip().casefold() in (_TRUE if value else _FALSE)

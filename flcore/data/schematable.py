@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flcore.data.identifiers import refuse_identifiers
-from flcore.data.schema import TableSchema
+from flcore.data.identifiers import normalise_column, refuse_identifiers
+from flcore.data.schema import TableSchema, as_text, is_empty
 from flcore.data.site import UNLABELLED, SiteData
-from flcore.data.tables import read_table, site_tables, table_files
+from flcore.data.tables import TABLE_SUFFIXES, read_table, site_tables, table_files
 from flcore.data.validation import IGNORED_COLUMNS, describe_value, parse_consent
 from flcore.exceptions import DataValidationError
 
@@ -71,7 +71,19 @@ class SchemaTableAdapter:
         """
         site_dir = Path(site_dir)
         files = site_tables(site_dir, self.site, f"Put the {self.site}'s table in a .csv or .parquet file.")
-        return self._site(site_dir.name, str(site_dir), files, self.drop_columns(site_dir), strict, labelled=True)
+        site = self._site(site_dir.name, str(site_dir), files, self.drop_columns(site_dir), strict, labelled=True)
+        vocab: dict[str, list[str]] = site.info["vocab"]  # type: ignore[assignment]
+        for column, categories in vocab.items():  # what the site would disclose for preprocessing
+            if len(categories) > self.schema.max_categories:
+                raise DataValidationError(
+                    site_dir,
+                    f"the categorical column holds {len(categories)} different values, more than the schema's "
+                    f"max_categories ({self.schema.max_categories}); its set of categories would disclose row values.",
+                    "Exclude the column, group its values into fewer categories before export, or raise "
+                    "max_categories in the schema if the values identify no one.",
+                    field=column,
+                )
+        return site
 
     def read_unlabelled(self, path: Path, *, strict: bool = True) -> SiteData:
         """Records to score: a table file or a folder of them; labels are used where present, else ``UNLABELLED``."""
@@ -79,13 +91,19 @@ class SchemaTableAdapter:
         if path.is_dir():
             files = site_tables(path, self.site, "Pass a .csv or .parquet file, or a folder holding some.")
             return self._site(path.name, str(path), files, self.drop_columns(path), strict, labelled=False)
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            raise DataValidationError(
+                path, "expected a .csv or .parquet table, or a folder of them.", "Pass the table file or its folder."
+            )
         # One file: its folder's policy still drops its columns, as it would for the whole folder.
         return self._site(path.stem, str(path), [path], self.drop_columns(path.parent), strict, labelled=False)
 
     def from_frame(self, frame: pd.DataFrame, name: str = "frame") -> SiteData:
-        """Records to score from an in-memory table (labels used where present)."""
+        """Records to score from an in-memory table (labels used where present; the schema's ``drop`` unread)."""
         frame = frame.reset_index(drop=True)
         frame.columns = [str(c) for c in frame.columns]
+        dropped = {normalise_column(c) for c in self.schema.drop}
+        frame = frame[[c for c in frame.columns if normalise_column(c) not in dropped]]
         return self._assemble(name, name, [(Path(name), self._rows(frame, Path(name), True, labelled=False))])
 
     # -- reading -----------------------------------------------------------------------
@@ -99,12 +117,16 @@ class SchemaTableAdapter:
         return self._assemble(name, source, parts)
 
     def _rows(self, frame: pd.DataFrame, path: Path, strict: bool, *, labelled: bool) -> _Rows:
-        """One table checked against the schema: its consented, valid rows, features parsed."""
+        """One table checked against the schema: its consented, valid rows, features parsed.
+
+        A label must be the schema's positive or negative value; when scoring (``labelled=False``) it may
+        also be empty or absent (``UNLABELLED``), but a filled-in wrong one is as bad as in training.
+        """
         s = self.schema
         n_read = len(frame)
-        if labelled and n_read == 0:
+        if n_read == 0:
             raise DataValidationError(
-                path, "the table has a header but no rows.", f"A {self.site} needs at least one {self.noun}."
+                path, "the table has a header but no rows.", f"Export at least one {self.noun} under the header."
             )
         refuse_identifiers(frame.columns, path)
         no_consent = 0
@@ -113,8 +135,11 @@ class SchemaTableAdapter:
             no_consent = int((~keep).sum())
             frame = frame[keep]
         features = self._features(frame, path)
+        self._check_named_columns(frame, path)
         if s.label in frame.columns:
             y = frame[s.label].map(s.is_positive)
+            if labelled:
+                self._check_positive_present(frame[s.label], y, path)
         elif labelled:
             raise DataValidationError(
                 path,
@@ -125,18 +150,18 @@ class SchemaTableAdapter:
         else:
             y = pd.Series(None, index=frame.index, dtype=object)
         values = {c: self._column(frame[c], path, c) for c in features}
-        bad: dict[int, str] = {}
-        if labelled:
+        bad: dict[int, tuple[str, str]] = {}  # row -> (column, reason)
+        if s.label in frame.columns:
             for i in y.index[y.isna()]:
-                found = describe_value(frame.at[i, s.label])
-                bad.setdefault(i, f"'{s.label}' is {found}, expected {s.label_meaning()}")
+                cell = frame.at[i, s.label]
+                if labelled or not is_empty(cell):
+                    bad.setdefault(i, (s.label, f"'{s.label}' is {describe_value(cell)}, expected {s.label_meaning()}"))
         if s.missing == "refuse":
             for c, v in values.items():
                 for i in v.index[v.isna()]:
-                    bad.setdefault(i, f"'{c}' is missing a value")
+                    bad.setdefault(i, (c, f"'{c}' is missing a value"))
         if bad and strict:
-            i, why = next(iter(sorted(bad.items())))
-            field = why.split("'")[1]  # every reason names its column first, in quotes
+            i, (field, why) = min(bad.items())
             raise DataValidationError(
                 path,
                 f"row {int(i) + 1}: {why} ({len(bad)} bad row(s) in the table).",
@@ -153,9 +178,35 @@ class SchemaTableAdapter:
             [f"{path.name}:{int(i) + 1}" for i in keep_rows],
             n_read,
             no_consent,
-            [f"{path.name} row {int(i) + 1}: {why}" for i, why in sorted(bad.items())[:5]],
+            [f"{path.name} row {int(i) + 1}: {why}" for i, (_, why) in sorted(bad.items())[:5]],
             len(bad),
             s.consent is None or s.consent in frame.columns,
+        )
+
+    def _check_named_columns(self, frame: pd.DataFrame, path: Path) -> None:
+        """Every column the schema names as categorical or excluded is in the table (a typo would change the model)."""
+        for key, names in (("categorical", self.schema.categorical), ("exclude", self.schema.exclude)):
+            absent = [c for c in names if c not in frame.columns]
+            if absent:
+                raise DataValidationError(
+                    path,
+                    f"the schema's {key} column '{absent[0]}' is not in the table ({len(absent)} missing).",
+                    f"Correct the name in the schema's '{key}' (column names are case-sensitive), or remove it.",
+                    field=absent[0],
+                )
+
+    def _check_positive_present(self, labels: pd.Series, y: pd.Series, path: Path) -> None:
+        """Refuse labels none of which is the positive value when every other value counts as negative (a typo)."""
+        s = self.schema
+        if s.negative is not None or (y == True).any() or not labels.notna().any():  # noqa: E712 (object series)
+            return
+        found = ", ".join(sorted({str(v) for v in labels.dropna().unique()})[:5])
+        raise DataValidationError(
+            path,
+            f"no row of '{s.label}' holds the schema's positive value '{s.positive}' (values found: {found}), "
+            "and every other value would count as negative.",
+            "Correct 'positive' in the schema, or name 'negative' too so that any other value is refused.",
+            field=s.label,
         )
 
     def _features(self, frame: pd.DataFrame, path: Path) -> list[str]:
@@ -182,10 +233,10 @@ class SchemaTableAdapter:
         """A feature column as numbers (NaN: missing), or as category texts (NaN: missing)."""
         if column in self.schema.categorical:
             return series.map(_category)
-        if pd.api.types.is_bool_dtype(series):
-            return series.astype(float)
+        if pd.api.types.is_bool_dtype(series):  # numpy bool, or pandas' nullable boolean (NA: missing)
+            return pd.Series(series.to_numpy(dtype=float, na_value=np.nan), index=series.index)
         numbers = pd.to_numeric(series.astype(object), errors="coerce").astype(float)
-        text = numbers.isna() & series.notna() & ~series.map(_blank)
+        text = numbers.isna() & ~series.map(is_empty)
         if text.any():
             raise DataValidationError(
                 path,
@@ -278,18 +329,6 @@ class _Rows:
         self.consent_recorded = consent_recorded
 
 
-def _blank(value: object) -> bool:
-    return isinstance(value, str) and not value.strip()
-
-
 def _category(value: object) -> object:
-    """A category as text: numbers without a trailing ``.0`` (``5411`` and ``5411.0`` are one), blanks missing."""
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
-        return np.nan
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    if isinstance(value, int | float | np.integer | np.floating):
-        f = float(value)
-        return str(int(f)) if f.is_integer() else repr(f)
-    text = str(value).strip()
-    return text if text else np.nan
+    """A category as text (``5411`` and ``5411.0`` are one: :func:`~flcore.data.schema.as_text`); empty: NaN."""
+    return np.nan if is_empty(value) else as_text(value)

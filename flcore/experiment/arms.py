@@ -130,6 +130,7 @@ def _run_arms(
     primary = task.primary_metric
     cfg = resolve_privacy(cfg, policy)
     prepared = prepare_data(scenario, cfg, data_dir, progress, params, policy)
+    params = prepared.params  # a table schema found beside the data is part of the settings (and the plan)
     check_federation(cfg, len(prepared.splits))  # a federation that cannot run fails here, not in round 1
     run_id = resume.run_id if resume is not None else uuid.uuid4().hex[:16]
     gate_record = gate(scenario, cfg, params, prepared.governance, policy, audit, run_id)

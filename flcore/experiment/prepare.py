@@ -26,6 +26,9 @@ class PreparedData:
     splits: list[SiteSplit]
     left_out: list[dict[str, str]] = field(default_factory=list)
     governance: list[SiteGovernance] = field(default_factory=list)
+    #: The domain parameters the sites were read with (a table schema settled as JSON:
+    #: :meth:`flcore.scenario.Scenario.with_table_schema`); None for generic callers.
+    params: Any = None
     #: For tables read through a schema: the federation's preprocessing, and what each site disclosed for it.
     preprocessing: Preprocessing | None = None
     disclosures: list[SiteSummary] = field(default_factory=list)
@@ -141,7 +144,8 @@ def prepare_data(
     root = synthetic_data(scenario, cfg.seed, params, progress) if data_dir is None else Path(data_dir)
     if data_dir is not None:
         progress(f"reading {data_dir} ...")
-    adapter = scenario.adapter_for(params, root)
+    params = scenario.with_table_schema(params if params is not None else scenario.params, root)
+    adapter = scenario.adapter_for(params, None)
     strict = cfg.data_mode == "strict"
     sites = load_sites(scenario, root, strict=strict, progress=progress, left_out=left_out, adapter=adapter)
     source = "synthetic" if data_dir is None else str(data_dir)
@@ -192,5 +196,12 @@ def prepare_data(
             "values, filled from the federation's statistics)"
         )
     return PreparedData(
-        source, splits, left_out, governance, preprocessing, disclosures, schema if isinstance(schema, dict) else None
+        source,
+        splits,
+        left_out,
+        governance,
+        params,
+        preprocessing,
+        disclosures,
+        schema if isinstance(schema, dict) else None,
     )

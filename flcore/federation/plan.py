@@ -156,6 +156,9 @@ def plan_from_run_config(run_config: dict[str, Any]) -> tuple[FederationPlan, Pa
     scenario = scenario_registry.get(str(run_config.get("scenario", "finance-five-banks")))
     values = {k: v for k, v in run_config.items() if k in settings_of(RunConfig) or k in settings_of(scenario.params)}
     cfg, params = scenario.configure(values)
+    data_dir = str(run_config.get("data-dir", ""))
+    if data_dir or not run_config.get("num-sites-expected"):  # `flwr run` over local (or synthetic) site folders
+        params = scenario.with_table_schema(params, data_root(scenario, data_dir, cfg.seed))
     policy_file = str(run_config.get("policy-file", ""))
     policy = load_policy(policy_file, scenario.policy) if policy_file else scenario.policy
     cfg = resolve_privacy(cfg, policy)

@@ -15,7 +15,7 @@ from flcore import keys
 from flcore import scenario as scenario_registry
 from flcore.config import to_dict
 from flcore.data.site import FeatureStats
-from flcore.exceptions import FlsuiteError, GovernanceError
+from flcore.exceptions import DataValidationError, FlsuiteError, GovernanceError
 from flcore.federation.checkpoint import (
     RESUME_EXEMPT,
     Checkpoint,
@@ -86,7 +86,17 @@ def collect_feature_stats(
     if len(parts) < len(node_ids):
         raise FlsuiteError(f"Only {len(parts)} of {len(node_ids)} sites returned feature statistics.")
     counts = {names[n]: p.count for n, p in zip(names, parts, strict=True)}
-    return FeatureStats.combine(parts), names, counts, inputs[0] if inputs else None
+    described = [(name, i) for name, i in zip(names.values(), inputs, strict=True) if i is not None]
+    for name, other in described[1:]:
+        first_name, first = described[0]
+        if (other["shape"], other["feature_names"]) != (first["shape"], first["feature_names"]):
+            raise DataValidationError(
+                name,
+                f"its model input ({other['shape']}, {len(other['feature_names'])} named features) differs from "
+                f"site '{first_name}''s ({first['shape']}, {len(first['feature_names'])} named features).",
+                "Every site must export the same features (columns, image size, recording layout), in the same order.",
+            )
+    return FeatureStats.combine(parts), names, counts, described[0][1] if described else None
 
 
 def run_federation(grid: Grid, plan: FederationPlan, context: Context | None = None) -> FederationOutcome:

@@ -7,7 +7,8 @@ One folder per model::
     manifest.json       what the model is and how to use it, with the SHA-256 of every file
 
 The manifest also holds ``digest``, the SHA-256 of its own canonical JSON (without that
-key): a byte changed anywhere, weights or manifest, is refused on load. The digest
+key): a changed weight byte or manifest value is refused on load (whitespace in the
+manifest is not content). The digest
 catches corruption and careless edits; a deliberate forger could recompute it, which
 is why a run records every model's digest in its hash-chained audit trail too.
 """
@@ -49,8 +50,11 @@ def load_weights(family: str, model: Any, files: dict[str, bytes], where: Path) 
     Raises
     ------
     DataValidationError
-        When the weights do not fit the model the manifest describes.
+        When the manifest lists no weight file for the family, or the weights do not fit the model it describes.
     """
+    name = TREE_WEIGHTS if family == "xgboost" else TORCH_WEIGHTS
+    if name not in files:
+        raise DataValidationError(where / MANIFEST, f"the manifest lists no {name} for a {family} model.", _REEXPORT)
     if family == "xgboost":
         from flcore.learning.xgb import booster_from_bytes, booster_problem
 

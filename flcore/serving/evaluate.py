@@ -22,9 +22,11 @@ from flcore.serving.model import TrainedModel
 
 
 def site_folders(model: TrainedModel, data: Path) -> list[Path]:
-    """``data`` itself when it is one site folder, else its site sub-folders."""
-    adapter = model.scenario.adapter_for(model.params)
+    """``data`` itself when it is one site (a folder, or a table file), else its site sub-folders."""
+    adapter = model.adapter()
     data = Path(data)
+    if data.is_file():
+        return [data]
     subfolders = [p for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")] if data.is_dir() else []
     if adapter.can_read(data) and not any(adapter.can_read(p) for p in subfolders):
         return [data]

@@ -110,7 +110,13 @@ class TrainedModel:
         if isinstance(data, SiteData):
             site = data
         elif isinstance(data, pd.DataFrame):
-            site = self._table_adapter("the DataFrame").from_frame(data, "frame")
+            if self.schema is None:
+                raise DataValidationError(
+                    "the DataFrame",
+                    f"a {self.scenario.name} model scores {self.scenario.site_noun} folders, not tables.",
+                    "Pass a folder in the format the model was trained on.",
+                )
+            site = self.adapter().from_frame(data, "frame")
         else:
             site = self._read_path(Path(data), strict=strict, labelled=labelled)
         if is_raw(site):
@@ -125,10 +131,16 @@ class TrainedModel:
             )
         return site
 
+    def adapter(self) -> Any:
+        """The adapter that reads records for this model: its schema's table adapter, else the scenario's."""
+        if self.schema is not None:
+            return SchemaTableAdapter(self.schema, drop_columns=site_drop_columns)
+        return self.scenario.adapter_for(self.params)
+
     def _read_path(self, path: Path, *, strict: bool, labelled: bool) -> SiteData:
         if not path.exists():
             raise DataValidationError(path, "the data path does not exist.", "Pass a table file or a site folder.")
-        adapter: Any = self._table_adapter(path) if self.schema is not None else self.scenario.adapter_for(self.params)
+        adapter = self.adapter()
         if labelled and path.is_dir():
             return adapter.read(path, strict=strict)  # type: ignore[no-any-return]
         reader = getattr(adapter, "read_unlabelled", None)
@@ -145,15 +157,6 @@ class TrainedModel:
     def _raw_columns(self) -> list[str]:
         return list(self.schema.features) if self.schema is not None and self.schema.features else self.feature_names
 
-    def _table_adapter(self, where: object) -> SchemaTableAdapter:
-        """The table adapter for the schema the model was trained with (tables only)."""
-        if self.schema is None:
-            raise DataValidationError(
-                where,
-                f"a {self.scenario.name} model scores {self.scenario.site_noun} folders, not tables.",
-                "Pass a folder in the format the model was trained on.",
-            )
-        return SchemaTableAdapter(self.schema, drop_columns=site_drop_columns)
 
     def _check_input(self, site: SiteData) -> None:
         shape = list(site.x.shape[1:])
@@ -209,6 +212,10 @@ def load_model(path: Path | str) -> TrainedModel:
         For a folder that holds no model, or a model altered after the run wrote it.
     """
     folder = Path(path)
+    if not folder.exists():
+        raise DataValidationError(
+            folder, "the model folder does not exist.", "Pass OUT/models/<arm> of a run, or the run folder itself."
+        )
     if not (folder / MANIFEST).is_file() and (folder / RUN_MODEL / MANIFEST).is_file():
         folder = folder / RUN_MODEL
     manifest, files = read_model(folder)
