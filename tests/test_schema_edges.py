@@ -98,7 +98,7 @@ def test_a_frame_to_score_may_carry_the_columns_the_schema_drops() -> None:
 def test_a_file_that_is_no_table_is_named_when_scoring(tmp_path: Path) -> None:
     path = tmp_path / "rows.txt"
     path.write_text("amount\n1\n")
-    with pytest.raises(DataValidationError, match=r"expected a \.csv or \.parquet table"):
+    with pytest.raises(DataValidationError, match=r"expected a site folder or a \.csv / \.parquet table"):
         SchemaTableAdapter(TableSchema()).read_unlabelled(path)
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 from flcore.data.identifiers import normalise_column, refuse_identifiers
 from flcore.data.schema import TableSchema, as_text, is_empty
 from flcore.data.site import UNLABELLED, SiteData
-from flcore.data.tables import TABLE_SUFFIXES, read_table, site_tables, table_files
+from flcore.data.tables import read_table, site_tables, table_files, tables_to_score
 from flcore.data.validation import IGNORED_COLUMNS, describe_value, parse_consent
 from flcore.exceptions import DataValidationError
 
@@ -87,16 +87,8 @@ class SchemaTableAdapter:
 
     def read_unlabelled(self, path: Path, *, strict: bool = True) -> SiteData:
         """Records to score: a table file or a folder of them; labels are used where present, else ``UNLABELLED``."""
-        path = Path(path)
-        if path.is_dir():
-            files = site_tables(path, self.site, "Pass a .csv or .parquet file, or a folder holding some.")
-            return self._site(path.name, str(path), files, self.drop_columns(path), strict, labelled=False)
-        if path.suffix.lower() not in TABLE_SUFFIXES:
-            raise DataValidationError(
-                path, "expected a .csv or .parquet table, or a folder of them.", "Pass the table file or its folder."
-            )
-        # One file: its folder's policy still drops its columns, as it would for the whole folder.
-        return self._site(path.stem, str(path), [path], self.drop_columns(path.parent), strict, labelled=False)
+        name, files, folder = tables_to_score(path, self.site, "Pass a .csv or .parquet file, or a folder of them.")
+        return self._site(name, str(path), files, self.drop_columns(folder), strict, labelled=False)
 
     def from_frame(self, frame: pd.DataFrame, name: str = "frame") -> SiteData:
         """Records to score from an in-memory table (labels used where present; the schema's ``drop`` unread)."""

@@ -57,6 +57,29 @@ def site_tables(site_dir: Path, site: str, fix: str) -> list[Path]:
     return files
 
 
+def tables_to_score(path: Path, site: str, fix: str) -> tuple[str, list[Path], Path]:
+    """What a scoring read takes: a site folder's tables, or one table file.
+
+    Returns the records' name (the folder's, or the file's stem), the files, and the folder whose
+    policy applies (a file's own folder: its ``drop_columns`` hold for one file as for all).
+
+    Raises
+    ------
+    DataValidationError
+        When the folder holds no table, or the file is not a ``.csv`` / ``.parquet`` table.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return path.name, site_tables(path, site, fix), path
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise DataValidationError(
+            path,
+            f"expected a {site} folder or a .csv / .parquet table.",
+            "Pass the table file or the folder holding it.",
+        )
+    return path.stem, [path], path.parent
+
+
 def stack_tables(
     parts: Sequence[tuple[Path, np.ndarray, np.ndarray, list[str]]], site: str
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:

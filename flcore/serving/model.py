@@ -157,7 +157,6 @@ class TrainedModel:
     def _raw_columns(self) -> list[str]:
         return list(self.schema.features) if self.schema is not None and self.schema.features else self.feature_names
 
-
     def _check_input(self, site: SiteData) -> None:
         shape = list(site.x.shape[1:])
         expected = list(self.manifest["input"]["shape"])

@@ -20,9 +20,8 @@ import numpy as np
 
 from flcore.data.schema import TableSchema
 from flcore.data.site import SiteData
-from flcore.data.tables import TABLE_SUFFIXES, read_table, site_tables, stack_tables, table_files
+from flcore.data.tables import read_table, site_tables, stack_tables, table_files, tables_to_score
 from flcore.data.validation import validate_frame
-from flcore.exceptions import DataValidationError
 from flcore.governance.policy import site_drop_columns
 
 N_FEATURES = 128
@@ -92,17 +91,8 @@ class TransactionAdapter:
             For any breach of the contract, a label given but not 0 or 1 included, or a
             path that is neither a folder nor a table file.
         """
-        path = Path(path)
-        if path.is_dir():
-            files = site_tables(path, "bank", _NO_TABLE)
-            return self._load(path.name, path, files, site_drop_columns(path), label_required=False)
-        if path.suffix.lower() not in TABLE_SUFFIXES:
-            raise DataValidationError(
-                path,
-                "expected a bank folder or a .csv / .parquet table of transactions.",
-                "Pass the table file or the folder that holds it.",
-            )
-        return self._load(path.stem, path, [path], site_drop_columns(path.parent), label_required=False)
+        name, files, folder = tables_to_score(path, "bank", _NO_TABLE)
+        return self._load(name, Path(path), files, site_drop_columns(folder), label_required=False)
 
     @staticmethod
     def _load(

@@ -25,7 +25,7 @@ import pandas as pd
 
 from flcore.data.schema import TableSchema
 from flcore.data.site import SiteData
-from flcore.data.tables import TABLE_SUFFIXES, read_table, site_tables, stack_tables, table_files
+from flcore.data.tables import read_table, site_tables, stack_tables, table_files, tables_to_score
 from flcore.data.validation import CONSENT, feature_columns, invalid_rows, parse_consent, validate_frame
 from flcore.exceptions import DataValidationError
 from flcore.governance.policy import site_drop_columns
@@ -117,17 +117,8 @@ class ClinicalTableAdapter:
             As for :meth:`read`, a label given but not 0 or 1 included, or for a path that is
             neither a folder nor a table file.
         """
-        path = Path(path)
-        if path.is_dir():
-            files = site_tables(path, "hospital", _NO_TABLE)
-            return self._load(path.name, path, files, site_drop_columns(path), strict, labelled=False)
-        if path.suffix.lower() not in TABLE_SUFFIXES:
-            raise DataValidationError(
-                path,
-                "expected a hospital folder or a .csv / .parquet table of patients.",
-                "Pass the table file or the folder that holds it.",
-            )
-        return self._load(path.stem, path, [path], site_drop_columns(path.parent), strict, labelled=False)
+        name, files, folder = tables_to_score(path, "hospital", _NO_TABLE)
+        return self._load(name, Path(path), files, site_drop_columns(folder), strict, labelled=False)
 
     def _load(
         self, name: str, source: Path, files: list[Path], drop: Iterable[str], strict: bool, *, labelled: bool
