@@ -18,6 +18,13 @@ from flcore.exceptions import DataValidationError
 IGNORED_COLUMNS = re.compile(r"^(id|.*_id|timestamp|time|date|datetime|.*_at)$", re.IGNORECASE)
 
 CONSENT = "consent"
+
+#: Added to the fix of a breach of the reference contract that a table of its own columns would make.
+SCHEMA_HINT = (
+    " A table with its own columns (another label name or values, any number of features, text categories, "
+    "missing values) is read through a schema instead: --schema FILE, or schema.toml beside the site folders "
+    "(README, 'Bring your own data')."
+)
 _CONSENT_WORDS = {"yes": True, "y": True, "true": True, "1": True, "no": False, "n": False, "false": False, "0": False}
 
 
@@ -77,7 +84,7 @@ def feature_columns(
         raise DataValidationError(
             path,
             f"there is no '{label}' column (columns found: {_preview(frame.columns)}).",
-            f"Add a '{label}' column with 0 or 1 for every {noun}. {label_fix}",
+            f"Add a '{label}' column with 0 or 1 for every {noun}. {label_fix}{SCHEMA_HINT}",
             field=label,
         )
     features = [c for c in frame.columns if c != label and c not in drop and not ignored.match(c)]
@@ -88,7 +95,8 @@ def feature_columns(
         raise DataValidationError(
             path,
             f"expected exactly {n_features} feature columns but found {len(features)} ({besides}).",
-            f"Export all {n_features} features; id and time columns may stay, other extra columns must go.",
+            f"Export all {n_features} features; id and time columns may stay, other extra columns must go."
+            + SCHEMA_HINT,
         )
     if not features:
         raise DataValidationError(
@@ -319,7 +327,7 @@ def _numeric(frame: pd.DataFrame, features: list[str], path: Path) -> pd.DataFra
             raise DataValidationError(
                 path,
                 f"expected numeric values but the column holds text{example}.",
-                "Encode categorical fields as numbers before export.",
+                "Encode categorical fields as numbers before export." + SCHEMA_HINT,
                 field=col,
             )
         columns[col] = numeric
