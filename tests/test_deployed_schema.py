@@ -93,3 +93,23 @@ def test_deployed_sites_without_the_runs_schema_read_the_default_contract_and_na
     # contract (a 'label' column) applies, and the site says which column it lacks and how to name another.
     with pytest.raises(DataValidationError, match=r"no 'label' column.*name the label column in the schema"):
         _deployed_run(banks, tmp_path / "run", "")
+
+
+def test_a_deployed_run_is_reported_round_by_round_per_site_with_its_governance(banks: Path, tmp_path: Path) -> None:
+    from flcore.cli import main
+
+    results = _deployed_run(banks, tmp_path / "run", TableSchema.load(banks / "schema.toml").setting())
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    metric = results["primary_metric"]
+    rounds = text.split("### Round by round")[1].split("###")[0]
+    assert len([line for line in rounds.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]) == 2
+    per_site = text.split("### Per site, after the last round")[1].split("###")[0]
+    last = results["history"][-1]["per_site_evaluate"]
+    for site, values in last.items():
+        row = next(line for line in per_site.splitlines() if line.startswith(f"| {site} |"))
+        assert f"| {int(values['num-examples'])} |" in row and f"{values[metric]:.3f}" in row
+    assert "preprocessing from 3 sites' statistics" in text
+    assert results["models"]["federated"]["digest"] in text and results["run_id"] in text
+    # A deployed run has no baselines and no seeds to compare: it is reported alone, and says so.
+    assert main(["report", str(tmp_path / "run"), str(tmp_path / "run"), "--out", str(tmp_path / "both")]) == 2

@@ -68,6 +68,7 @@ def serverapp_main(grid: Any, context: Any) -> None:
         write_status(status, "running", run=plan.run_id)
         outcome = run_federation(grid, plan, context)
         results = federated_only_results(plan, outcome)
+        results["primary_metric"] = task_metric
         results["run_id"] = plan.run_id
         results["privacy"] = outcome.privacy
         if plan.preprocessing is not None:

@@ -132,6 +132,8 @@ def read_run_folder(path: Path) -> RunFolder:
     if summary.get("kind", "run") == "run":
         stats = summary.get("statistics") or summarise([summary])
         return RunFolder(folder, summary, [summary], stats)
+    if summary.get("kind") == "federated-only":  # a deployed run: the federated arm alone, no statistics over seeds
+        return RunFolder(folder, summary, [summary], {})
     runs = []
     for entry in summary.get("runs", []):
         seed_file = folder / entry["results"]

@@ -16,6 +16,7 @@ from flcore.experiment.results import clean, now_utc, suite_version, write_json,
 from flcore.experiment.seeds import RunFolder, RunFolderError, read_run_folder
 from flcore.experiment.stats import rank
 from flcore.reporting import plots
+from flcore.reporting.deployed import deployed_blocks
 from flcore.reporting.document import (
     Bullets,
     Figure,
@@ -142,6 +143,17 @@ def build_report(folders: Sequence[Path]) -> Report:
     if not folders:
         raise RunFolderError("name at least one run folder (written by `flsuite run`).")
     runs = [read_run_folder(Path(f)) for f in folders]
+    deployed = [r for r in runs if r.summary.get("kind") == "federated-only"]
+    if deployed:
+        if len(runs) > 1:
+            raise RunFolderError(
+                f"{deployed[0].path} holds a deployed run (the federated arm only), which is reported alone: "
+                "`flsuite report` it on its own, and compare runs of `flsuite run`."
+            )
+        run = deployed[0]
+        title = f"flsuite report: {run.summary['scenario']}, deployed run"
+        intro = Para(f"Written {now_utc()} by flsuite {suite_version()} from `{run.path / 'results.json'}`.")
+        return Report(title, [intro, *deployed_blocks(run)])
     labels = _labels(runs)
     first = runs[0]
     metric = first.statistics["metric"]
