@@ -145,13 +145,9 @@ def test_predict_names_a_missing_model_folder_without_a_traceback(
 
 
 def test_a_categorical_column_of_near_unique_values_is_refused_before_its_set_is_disclosed(tmp_path: Path) -> None:
-    frame = pd.DataFrame(
-        {"store": [f"{10000 + i}" for i in range(30)], "amount": 1.0, "y": [i % 2 for i in range(30)]}
-    )
+    frame = pd.DataFrame({"store": [f"{10000 + i}" for i in range(30)], "amount": 1.0, "y": [i % 2 for i in range(30)]})
     folder = _site(tmp_path, frame)
     schema = TableSchema.from_dict({"label": "y", "categorical": ["store"], "max_categories": 20})
     with pytest.raises(DataValidationError, match=r"30 different values, more than the schema's max_categories \(20\)"):
         SchemaTableAdapter(schema).read(folder)
-    assert (
-        len(SchemaTableAdapter(TableSchema.from_dict({"label": "y", "categorical": ["store"]})).read(folder)) == 30
-    )
+    assert len(SchemaTableAdapter(TableSchema.from_dict({"label": "y", "categorical": ["store"]})).read(folder)) == 30

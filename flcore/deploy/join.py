@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from flcore.deploy.certs import public_key_line
-from flcore.deploy.processes import Say, flower_env, flower_tool, free_port, show, stop_tree
+from flcore.deploy.processes import Say, die_with_parent, flower_env, flower_tool, free_port, show, stop_tree
 from flcore.deploy.worker import WORKER_FAILED_EXIT
 from flcore.exceptions import ConfigError, DeploymentError, FlsuiteError
 from flcore.experiment.sitecheck import check_sites
@@ -153,7 +153,13 @@ def join(opts: JoinOptions, say: Say = print) -> int:
     cmd = supernode_command(opts, port)
     show(cmd, say)
     proc = subprocess.Popen(
-        cmd, env=flower_env(), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        env=flower_env(),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=die_with_parent(),
     )
     supernode_log = proc.stdout
     if supernode_log is None:  # stdout=PIPE always gives one
@@ -164,7 +170,12 @@ def join(opts: JoinOptions, say: Say = print) -> int:
 
     def start_worker() -> subprocess.Popen[Any]:
         # Its output (the ClientApp's log) goes straight to this command's own output.
-        return subprocess.Popen(clientapp_worker_command(port, proc.pid), env=flower_env(), start_new_session=True)
+        return subprocess.Popen(
+            clientapp_worker_command(port, proc.pid),
+            env=flower_env(),
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
 
     if opts.clientapp == "warm":
         worker = start_worker()

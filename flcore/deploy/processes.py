@@ -40,6 +40,25 @@ def flower_env(flwr_home: Path | None = None) -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:  # runs in the child, between fork and exec
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """``preexec_fn`` for a child that must not outlive this process, even when it is SIGKILLed.
+
+    On Linux the kernel sends the child SIGKILL when its parent dies (``PR_SET_PDEATHSIG``),
+    so a launcher killed by an operator or the OOM killer leaves no SuperNode or worker
+    behind; elsewhere None (the launcher's own signal handlers stop its children).
+    """
+    return _die_with_parent if sys.platform.startswith("linux") else None
+
+
 def show(cmd: Sequence[str], say: Say) -> None:
     """Say the command about to run, as a shell would take it."""
     say("$ " + shlex.join(cmd))

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from flcore.deploy.certs import check_server_cert, load_bundle
-from flcore.deploy.processes import Say, flower_env, flower_tool, listening, show, stop_tree, tail
+from flcore.deploy.processes import Say, die_with_parent, flower_env, flower_tool, listening, show, stop_tree, tail
 from flcore.exceptions import ConfigError, DeploymentError, FlsuiteError
 from flcore.experiment.status import PROGRESS_FILE, STATUS_FILE, read_status
 from flcore.outputs import write_text_atomic
@@ -159,7 +159,13 @@ def serve(opts: ServeOptions, say: Say = print) -> int:
     show(cmd, say)
     log = work / "superlink.log"
     superlink = subprocess.Popen(
-        cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, cwd=work
+        cmd,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=work,
+        preexec_fn=die_with_parent(),  # a SIGKILLed `serve` leaves no SuperLink behind
     )
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
