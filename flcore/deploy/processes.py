@@ -40,12 +40,6 @@ def flower_env(flwr_home: Path | None = None) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:  # runs in the child, between fork and exec
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -54,9 +48,20 @@ def die_with_parent() -> Callable[[], None] | None:
 
     On Linux the kernel sends the child SIGKILL when its parent dies (``PR_SET_PDEATHSIG``),
     so a launcher killed by an operator or the OOM killer leaves no SuperNode or worker
-    behind; elsewhere None (the launcher's own signal handlers stop its children).
+    behind; elsewhere None (the launcher's own signal handlers stop its children). The C
+    function is looked up here, in the parent: between fork and exec the child only calls it
+    (no import, no lock), which is safe even when the parent runs threads.
     """
-    return _die_with_parent if sys.platform.startswith("linux") else None
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def set_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+    return set_death_signal
 
 
 def show(cmd: Sequence[str], say: Say) -> None:
