@@ -35,6 +35,13 @@ from flcore.exceptions import DataValidationError
 
 #: The schema file a data folder may hold beside its site folders (used when no schema is named).
 SCHEMA_FILE = "schema.toml"
+#: Added to the fix of a breach of the reference contract that a table of its own columns would make.
+SCHEMA_HINT = (
+    " A table with its own columns (another label name or values, any number of features, text categories, "
+    "missing values) is read through a schema instead: --schema FILE, or schema.toml beside the site folders "
+    "(README, 'Bring your own data')."
+)
+
 #: The keys a schema file may hold.
 KEYS = (
     "label",

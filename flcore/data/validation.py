@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from flcore.data.identifiers import refuse_identifiers
+from flcore.data.schema import SCHEMA_HINT
 from flcore.data.site import UNLABELLED
 from flcore.exceptions import DataValidationError
 
@@ -18,13 +19,6 @@ from flcore.exceptions import DataValidationError
 IGNORED_COLUMNS = re.compile(r"^(id|.*_id|timestamp|time|date|datetime|.*_at)$", re.IGNORECASE)
 
 CONSENT = "consent"
-
-#: Added to the fix of a breach of the reference contract that a table of its own columns would make.
-SCHEMA_HINT = (
-    " A table with its own columns (another label name or values, any number of features, text categories, "
-    "missing values) is read through a schema instead: --schema FILE, or schema.toml beside the site folders "
-    "(README, 'Bring your own data')."
-)
 _CONSENT_WORDS = {"yes": True, "y": True, "true": True, "1": True, "no": False, "n": False, "false": False, "0": False}
 
 
