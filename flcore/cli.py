@@ -69,6 +69,23 @@ def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
     )
 
 
+def _add_coordinator_options(p: argparse.ArgumentParser) -> None:
+    """The options `coordinator start` and `serve` share: certificates, sites, the Fleet address."""
+    p.add_argument("--certs", help="folder made by `flsuite certs init` (TLS certificate and site public keys)")
+    p.add_argument("--sites", help="register only these sites (comma-separated; default: every key in CERTS/sites)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address the sites connect to (default 127.0.0.1; 0.0.0.0 for all)"
+    )
+    p.add_argument("--port", type=int, default=9092, help="the Fleet API's port, for the sites (default 9092)")
+    p.add_argument("--insecure", action="store_true", help="plain-text transport (trials on one machine only)")
+
+
+def _add_submit_options(p: argparse.ArgumentParser) -> None:
+    """The options `submit` and `serve` share: who must connect, and for how long to wait."""
+    p.add_argument("--num-sites", type=int, help="sites that must connect before round 1 (default: registered keys)")
+    p.add_argument("--wait", type=float, default=300.0, help="seconds to wait for every site to connect (default 300)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     p = argparse.ArgumentParser(
@@ -146,15 +163,36 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--days", type=int, default=365, help="validity of the certificates (default 365)")
     ci.set_defaults(fn=_command("deploy", "cmd_certs_init"))
 
-    sv = sub.add_parser("serve", help="coordinator: start a SuperLink (TLS, site authentication) and run a scenario")
+    co = sub.add_parser("coordinator", help="the federation's long-lived coordinator service")
+    cosub = co.add_subparsers(dest="coordinator_command", required=True)
+    cs = cosub.add_parser(
+        "start",
+        help="run the SuperLink (persistent state, Control API on loopback) and its Fleet gateway until stopped",
+    )
+    cs.add_argument(
+        "--state", required=True, help="the service's folder: Flower's database, logs (kept across restarts)"
+    )
+    _add_coordinator_options(cs)
+    cs.add_argument(
+        "--control",
+        default="127.0.0.1:9093",
+        metavar="HOST:PORT",
+        help="where the SuperLink's Control API listens (default 127.0.0.1:9093; keep it off the network)",
+    )
+    cs.set_defaults(fn=_command("deploy", "cmd_coordinator_start"))
+
+    sb = sub.add_parser("submit", help="submit a run to a running coordinator service and follow it to its end")
+    _add_run_options(sb, "runs/SCENARIO-deployed")
+    sb.add_argument("--coordinator", required=True, metavar="STATE", help="the coordinator's --state folder")
+    _add_submit_options(sb)
+    sb.set_defaults(fn=_command("deploy", "cmd_submit"))
+
+    sv = sub.add_parser(
+        "serve", help="one run on a coordinator of its own (TLS, site authentication), stopped when the run ends"
+    )
     _add_run_options(sv, "runs/SCENARIO-deployed")
-    sv.add_argument("--certs", help="folder made by `flsuite certs init` (TLS certificate and site public keys)")
-    sv.add_argument("--sites", help="register only these sites (comma-separated; default: every key in CERTS/sites)")
-    sv.add_argument("--num-sites", type=int, help="sites that must connect before round 1 (default: registered keys)")
-    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    sv.add_argument("--port", type=int, default=9092, help="SuperLink port (default 9092)")
-    sv.add_argument("--wait", type=float, default=300.0, help="seconds to wait for every site to connect (default 300)")
-    sv.add_argument("--insecure", action="store_true", help="plain-text transport (trials on one machine only)")
+    _add_coordinator_options(sv)
+    _add_submit_options(sv)
     sv.set_defaults(fn=_command("deploy", "cmd_serve"))
 
     r = sub.add_parser("run", help="run federated, centralised and local-only arms; write results.json")

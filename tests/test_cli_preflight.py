@@ -221,7 +221,7 @@ def test_serve_refuses_finished_results_unless_forced(
     assert "holds the results of a finished run" in err and "--force" in err
     assert served == []
     assert main(["serve", SC, "--insecure", "--out", str(out), "--force"]) == 0
-    assert [o.out for o in served] == [out]
+    assert [o.run.out for o in served] == [out]
 
 
 def test_an_unfinished_run_still_points_at_resume_and_resume_continues_in_its_folder(

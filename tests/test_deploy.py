@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import pytest
 
-from flcore.deploy.join import REFUSED_EXIT
+from flcore.deploy.sitelog import REFUSED_EXIT
 from flcore.deploy.processes import free_port, listening, process_tree
 from flcore.federation.checkpoint import read_checkpoint
 from flcore.governance.audit import verify

@@ -1,4 +1,4 @@
-"""`flsuite certs init`, `serve` and `site join`: a deployment's keys, its coordinator, and a site joining it."""
+"""`flsuite certs init`, `coordinator start`, `submit`, `serve` and `site join`: keys, coordinator, runs, sites."""
 
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """`flsuite serve SCENARIO --certs DIR`: SuperLink with TLS and site authentication, then the ServerApp."""
-    from flcore.deploy.serve import ServeOptions, serve
+def _run_options(args: argparse.Namespace) -> Any:
+    """The run `submit` and `serve` send, from the command line (checked as `flsuite run` checks its own)."""
+    from flcore.deploy.serve import RunOptions
     from flcore.federation.checkpoint import find_checkpoint
     from flcore.governance.policy import load_policy
     from flcore.governance.siteguard import resolve_privacy
@@ -48,21 +48,63 @@ def cmd_serve(args: argparse.Namespace) -> int:
     preflight_run(args, sc, cfg, resume, out)
     if args.num_sites:
         run_config["num-sites-expected"] = args.num_sites
-    options = ServeOptions(
+    return RunOptions(
         scenario=sc.name,
         run_config=run_config,
         out=out,
-        host=args.host,
-        port=args.port,
-        certs=Path(args.certs) if args.certs else None,
-        sites=[s.strip() for s in args.sites.split(",") if s.strip()] if args.sites else None,
-        insecure=args.insecure,
         wait_for_sites_s=args.wait,
         policy_file=Path(args.policy) if args.policy else None,
         audit_file=Path(args.audit) if args.audit else None,
         resume_from=resume_from,
     )
-    return serve(options, say=lambda line: print(line, flush=True))
+
+
+def _sites(args: argparse.Namespace) -> list[str] | None:
+    return [s.strip() for s in args.sites.split(",") if s.strip()] if args.sites else None
+
+
+def cmd_coordinator_start(args: argparse.Namespace) -> int:
+    """`flsuite coordinator start --state DIR --certs DIR`: the long-lived SuperLink and its Fleet gateway."""
+    from flcore.deploy.coordinator import CoordinatorOptions, run_coordinator
+
+    options = CoordinatorOptions(
+        state=Path(args.state),
+        certs=Path(args.certs) if args.certs else None,
+        host=args.host,
+        port=args.port,
+        control=args.control,
+        sites=_sites(args),
+        insecure=args.insecure,
+    )
+    return run_coordinator(options, say=_say)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """`flsuite submit SCENARIO --coordinator STATE`: a run on the coordinator service, followed to its end."""
+    from flcore.deploy.coordinator import CoordinatorInfo
+    from flcore.deploy.serve import submit
+
+    info = CoordinatorInfo.read(Path(args.coordinator))
+    return submit(_run_options(args), info, say=_say)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`flsuite serve SCENARIO --certs DIR`: one run on a coordinator of its own."""
+    from flcore.deploy.serve import ServeOptions, serve
+
+    options = ServeOptions(
+        run=_run_options(args),
+        host=args.host,
+        port=args.port,
+        certs=Path(args.certs) if args.certs else None,
+        sites=_sites(args),
+        insecure=args.insecure,
+    )
+    return serve(options, say=_say)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def cmd_site_join(args: argparse.Namespace) -> int:
@@ -82,4 +124,4 @@ def cmd_site_join(args: argparse.Namespace) -> int:
         schema=Path(args.schema) if args.schema else None,
         **({"clientapp": args.clientapp} if args.clientapp else {}),
     )
-    return join(options, say=lambda line: print(line, flush=True))
+    return join(options, say=_say)

@@ -16,6 +16,8 @@ UNLABELLED = -1
 
 #: The file in a site's folder that holds the site's own policy (read by :mod:`flcore.governance.policy`).
 SITE_POLICY_FILE = "policy.toml"
+#: The folder, in a site's folder, for what the suite keeps there: the privacy ledger, the SuperNode's log.
+SITE_STATE = ".flsuite"
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``flsuite site join``: the site's own checks, then its SuperNode and ClientApp worker in the foreground.
+"""``flsuite site join``: the site's own checks, then its SuperNode and ClientApp worker, as a service.
 
 ``join`` runs the site's data and governance check, then ``flower-supernode`` with the
 site's key, the pilot CA and the site's data folder and policy in its node config, and
@@ -7,6 +7,10 @@ prints the command it runs. By default (``clientapp="warm"``) the SuperNode runs
 imports the ClientApp once and forks a process per message; with
 ``clientapp="per-message"`` Flower's own SuperExec starts a fresh ``flwr-clientapp``
 process, with all its imports, for every message.
+
+It runs until stopped, serving run after run: when the SuperNode stops, the site joins
+again after a back-off, unless the cause needs a person (:mod:`flcore.deploy.sitelog`).
+Its children die with it, even when it is SIGKILLed (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flcore.data.site import SITE_STATE
 from flcore.deploy.certs import public_key_line
 from flcore.deploy.processes import Say, die_with_parent, flower_env, flower_tool, free_port, show, stop_tree
+from flcore.deploy.sitelog import SupernodeLog, diagnose
 from flcore.deploy.worker import WORKER_FAILED_EXIT
 from flcore.exceptions import ConfigError, DeploymentError, FlsuiteError
 from flcore.experiment.sitecheck import check_sites
@@ -33,9 +40,8 @@ from flcore.governance.policy import load_policy
 CLIENTAPP_MODES = ("warm", "per-message")
 CLIENTAPP_ENV = "FLSUITE_CLIENTAPP"
 
-#: Exit status of ``flsuite site join`` when the SuperLink refuses the site's key (Flower's exit code 305,
-#: which Flower only logs: its process exits with 1, and exit statuses stop at 255).
-REFUSED_EXIT = 5
+#: Longest pause, in seconds, between two attempts of a site to join again.
+MAX_BACKOFF_S = 30.0
 
 
 def _default_clientapp() -> str:
@@ -129,6 +135,11 @@ def check_join(opts: JoinOptions, say: Say = print) -> None:
         )
     if opts.key is None and not opts.insecure:
         raise ConfigError("--key is required: the SuperLink admits only sites whose key it registered.")
+    if opts.key is not None and opts.insecure:
+        raise ConfigError(
+            "--insecure with --key: Flower authenticates a site's key only over TLS, so a plain-text SuperNode "
+            "cannot use it. Drop --insecure and pass --ca (the pilot CA), or drop --key for a plain-text trial."
+        )
     if opts.key is not None:
         if not opts.key.is_file():
             raise ConfigError(f"--key {opts.key} is not a file. Pass this site's private key (sites/<name>.key).")
@@ -147,9 +158,61 @@ def check_join(opts: JoinOptions, say: Say = print) -> None:
 
 
 def join(opts: JoinOptions, say: Say = print) -> int:
-    """Check the site, then run its SuperNode in the foreground; returns the SuperNode's exit code."""
+    """Check the site, then serve the federation until stopped; returns the exit code.
+
+    A service: whenever the SuperNode stops (the coordinator restarted, dropped the
+    session, or is unreachable; the previous session is still counted as connected),
+    the site joins again after a back-off of 1 s doubling to :data:`MAX_BACKOFF_S`
+    (reset after a session that lasted a minute). A cause a retry cannot fix (a key the
+    coordinator does not know, an untrusted certificate, another Flower version) ends it
+    with its own exit status and what to do (:mod:`flcore.deploy.sitelog`). SIGTERM,
+    SIGINT and SIGHUP stop it (exit 0) with everything it started.
+    """
     check_join(opts, say)
     port = opts.port or free_port()
+    log = SupernodeLog(opts.data.resolve() / SITE_STATE / "supernode.log", _echo, opts.superlink)
+    say(f"the SuperNode's full log: {log.path}")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    delay = 1.0
+    try:
+        while True:
+            started = time.monotonic()
+            code = _session(opts, port, log, stop, say)
+            if stop.is_set():
+                say("flsuite: site stopped")
+                return 0
+            if code == WORKER_FAILED_EXIT:
+                return code
+            cause = diagnose(list(log.tail), opts.superlink, opts.ca, code)
+            if not cause.retry:
+                print(f"flsuite: error: {cause.text()}", file=sys.stderr)
+                return cause.exit_code
+            if time.monotonic() - started > 60:
+                delay = 1.0
+            say(f"flsuite: {cause.what} {cause.do.replace('after a pause', f'in {delay:.0f} s')}")
+            if stop.wait(delay):
+                say("flsuite: site stopped")
+                return 0
+            delay = min(delay * 2, MAX_BACKOFF_S)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _echo(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _session(opts: JoinOptions, port: int, log: SupernodeLog, stop: threading.Event, say: Say) -> int:
+    """One SuperNode (and its ClientApp worker) until it stops or ``stop`` is set; the SuperNode's exit code."""
+    log.tail.clear()
+    log.connected = False
     cmd = supernode_command(opts, port)
     show(cmd, say)
     proc = subprocess.Popen(
@@ -161,12 +224,12 @@ def join(opts: JoinOptions, say: Say = print) -> int:
         text=True,
         preexec_fn=die_with_parent(),
     )
-    supernode_log = proc.stdout
-    if supernode_log is None:  # stdout=PIPE always gives one
+    output = proc.stdout
+    if output is None:  # stdout=PIPE always gives one
         stop_tree(proc, grace_s=5)
         raise FlsuiteError("join: the SuperNode's output pipe is missing (a bug in flsuite, please report it).")
-
-    worker: subprocess.Popen[Any] | None = None
+    reader = threading.Thread(target=log.read, args=(output,), daemon=True)
+    reader.start()
 
     def start_worker() -> subprocess.Popen[Any]:
         # Its output (the ClientApp's log) goes straight to this command's own output.
@@ -177,59 +240,26 @@ def join(opts: JoinOptions, say: Say = print) -> int:
             preexec_fn=die_with_parent(),
         )
 
+    worker: subprocess.Popen[Any] | None = None
     if opts.clientapp == "warm":
         worker = start_worker()
         say(f"ClientApp worker started (pid {worker.pid}): one process per message, forked after the imports")
-
-    def forward(signum: int, frame: Any) -> None:
-        proc.send_signal(signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    refused = threading.Event()
-
-    def pump() -> None:  # the SuperNode's log, passed through
-        for line in supernode_log:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-            if "Exit Code: 305" in line:  # Flower logs the refusal's code, but its process exits with 1
-                refused.set()
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    gave_up = False
+    code: int | None = None
     try:
-        while True:
+        while code is None and not stop.is_set():
             try:
-                code = proc.wait(timeout=None if worker is None else 1.0)
-                break
+                code = proc.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
-                if worker is None or worker.poll() is None or proc.poll() is not None:
+                if worker is None or worker.poll() is None:
                     continue
                 if worker.returncode == WORKER_FAILED_EXIT:  # it said why: a restart would fail the same way
-                    gave_up = True
                     say("the ClientApp worker gave up (see its message above); stopping the SuperNode")
-                    break
+                    return WORKER_FAILED_EXIT
                 # The SuperNode outlived its worker (killed, or a crash): without one it answers nothing.
                 say(f"the ClientApp worker stopped (exit code {worker.returncode}); starting it again")
                 worker = start_worker()
-            except OSError:  # a signal landed while waiting; it was forwarded, keep waiting
-                continue
     finally:
         stop_tree(worker, grace_s=5)  # the ClientApp worker and the ClientApp it may be running
         stop_tree(proc, grace_s=5)  # and its SuperExec, which holds the log pipe open
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        try:
-            reader.join(timeout=5)
-        except OSError:
-            pass
-    if refused.is_set():
-        print(
-            "flsuite: error: the SuperLink refused this SuperNode (Flower exit code 305): its key is not "
-            "registered there. Send the coordinator this site's public key (sites/<name>.pub) to register.",
-            file=sys.stderr,
-        )
-        return REFUSED_EXIT
-    if gave_up:
-        return WORKER_FAILED_EXIT
-    return int(code)
+        reader.join(timeout=5)
+    return int(code) if code is not None else 0

@@ -42,7 +42,8 @@ def serverapp_main(grid: Any, context: Any) -> None:
 
     Run-config keys beyond the settings: ``scenario``, ``out-dir``,
     ``num-sites-expected``, ``wait-for-sites`` (seconds), ``policy-file`` (the
-    federation's policy), ``audit-file`` and ``resume-from`` (a checkpoint).
+    federation's policy), ``audit-file``, ``resume-from`` (a checkpoint) and ``site-registry``
+    (the SuperLink's database: sites are named by their key's registration).
     """
     run_config = dict(context.run_config)
     out = Path(str(run_config.get("out-dir", "runs/flwr-run")))
@@ -62,6 +63,8 @@ def serverapp_main(grid: Any, context: Any) -> None:
         plan.connect_timeout_s = float(run_config.get("wait-for-sites", plan.connect_timeout_s))
         if run_config.get("audit-file"):
             plan.audit = AuditTrail(Path(str(run_config["audit-file"])))
+        if run_config.get("site-registry"):
+            plan.registry = Path(str(run_config["site-registry"]))
         if run_config.get("resume-from"):
             plan.resume = read_checkpoint(Path(str(run_config["resume-from"])))
             plan.run_id = plan.resume.run_id
@@ -71,6 +74,10 @@ def serverapp_main(grid: Any, context: Any) -> None:
         results["primary_metric"] = task_metric
         results["run_id"] = plan.run_id
         results["privacy"] = outcome.privacy
+        results["site_names"] = {
+            "source": "coordinator registrations" if plan.registry is not None else "sites' own reports",
+            "misnamed": outcome.misnamed,  # registered name -> the other name the site gave itself
+        }
         if plan.preprocessing is not None:
             result = json.loads(plan.preprocessing)
             results["governance"] = {"preprocessing": preprocessing_record(plan.disclosures, result)}

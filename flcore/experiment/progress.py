@@ -22,6 +22,8 @@ def round_line(total: int, primary: str, progress: Progress) -> Callable[[RoundR
             f"  round {rec.round:>3}/{total}  train-loss {rec.train.get('train-loss', float('nan')):.4f}  "
             f"site-mean {primary} {shown}  sites {rec.replies}/{rec.sampled}  "
             f"{(rec.bytes_sent + rec.bytes_received) / 1e6:6.2f} MB  {rec.wall_time_s:5.2f} s"
+            + (f"  absent: {', '.join(rec.absent)}" if rec.absent else "")
+            + (f"  rejoined: {', '.join(rec.rejoined)}" if rec.rejoined else "")
         )
 
     return show

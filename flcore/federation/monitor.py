@@ -57,6 +57,10 @@ class RoundRecord:
     missing: list[str] = field(default_factory=list)
     #: Sites whose update the server rejected before aggregation (non-finite, or not decodable), with the reason.
     rejected: dict[str, str] = field(default_factory=dict)
+    #: Sites of the federation not connected when the round began (so not sampled), by name.
+    absent: list[str] = field(default_factory=list)
+    #: Sites absent in the previous round and connected again in this one.
+    rejoined: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         def clean(d: dict[str, float]) -> dict[str, float | None]:
@@ -77,6 +81,8 @@ class RoundRecord:
             "sites_trained": sorted(self.per_site_train),
             "sites_missing": sorted(self.missing),
             "sites_rejected": dict(sorted(self.rejected.items())),
+            "sites_absent": sorted(self.absent),
+            "sites_rejoined": sorted(self.rejoined),
             "wall_time_s": round(self.wall_time_s, 4),
             "epsilon": self.epsilon,
             "aggregate_hash": self.aggregate_hash,
@@ -143,13 +149,18 @@ class FederationMonitor:
         replies: list[Message],
         bytes_in: int,
         missing: list[str] | None = None,
+        absent: list[str] | None = None,
     ) -> None:
         if round_no is None:
             self.setup_bytes_sent += bytes_out
             self.setup_bytes_received += bytes_in
             return
         if self._current is None or self._current.round != round_no:
+            before = self.rounds[-1].absent if self.rounds else []
             self._current = RoundRecord(round=round_no, started=started)
+            if absent is not None:
+                self._current.absent = list(absent)
+                self._current.rejoined = sorted(set(before) - set(absent))
             self.rounds.append(self._current)
         rec = self._current
         rec.bytes_sent += bytes_out
@@ -281,6 +292,10 @@ class MonitoredGrid(Grid):
         self._inner = inner
         self._monitor = monitor
         self._names: dict[int, str] = {}
+        #: Node id -> site name registered with the node's key at the coordinator (deployments with site keys).
+        self._registered: dict[int, str] = {}
+        #: Registered site -> the other name it gave itself, for each site whose replies claimed one.
+        self.misnamed: dict[str, str] = {}
         #: Nodes that did not answer the latest training step at all (timed out or unreachable): they are
         #: not asked to evaluate that round or to close the run, so a dead site costs one reply timeout,
         #: not one per message. Every training step asks them again.
@@ -292,7 +307,34 @@ class MonitoredGrid(Grid):
         Flower gives nodes random ids in every run and strategies sample positions of
         ``get_node_ids()``; ordering by site name makes a seed pick the same sites.
         """
-        self._names = dict(names)
+        self._names = {**names, **self._registered}
+
+    def bind_registry(self, registered: dict[int, str]) -> None:
+        """Name each node by the site its key is registered for, whatever its replies say.
+
+        In a deployment with site keys (:mod:`flcore.federation.registry`), the SuperLink
+        admits a node only with a registered key, so the registration names the site;
+        every reply's site name is set to it, and a different self-given name is kept in
+        :attr:`misnamed` (results and audit trail).
+        """
+        self._registered = dict(registered)
+        self._names.update(registered)
+
+    def federation_sites(self) -> set[str]:
+        """The sites that make up the federation: the registered ones, else those named by their replies."""
+        return set(self._registered.values()) or set(self._names.values())
+
+    def _bind_names(self, replies: list[Message]) -> None:
+        for reply in replies:
+            registered = self._registered.get(reply.metadata.src_node_id)
+            if registered is None or reply.has_error():
+                continue
+            for cfg in reply.content.config_records.values():
+                if keys.SITE_NAME in cfg:
+                    claimed = str(cfg[keys.SITE_NAME])
+                    if claimed != registered:
+                        self.misnamed[registered] = claimed
+                        cfg[keys.SITE_NAME] = registered
 
     def site_name(self, node_id: int) -> str:
         """The site a node serves (``node N`` before the statistics round names it)."""
@@ -343,8 +385,13 @@ class MonitoredGrid(Grid):
         if secagg_stage and round_no is None and messages and messages[0].metadata.group_id.isdigit():
             # SecAgg+'s key-exchange and unmasking stages: the round is the group id; only bytes count
             round_no, message_type = int(messages[0].metadata.group_id), "train-secagg"
+        absent = None
+        if training and round_no is not None and self._names:  # who of the federation is not even connected
+            connected = {self.site_name(n) for n in self._inner.get_node_ids()}
+            absent = sorted(self.federation_sites() - connected)
         started = time.perf_counter()
         replies = list(self._inner.send_and_receive(messages, timeout=timeout))
+        self._bind_names(replies)
         # Replies in site order, not arrival order: aggregation sums in a fixed order, so a run (and a
         # resumed run) gives the same model to the last bit however the network delivers.
         replies.sort(key=lambda r: (self.site_name(r.metadata.src_node_id), r.metadata.src_node_id))
@@ -360,6 +407,6 @@ class MonitoredGrid(Grid):
             self.unreachable = {m.metadata.dst_node_id for m in messages} - heard
         missing = [self.site_name(n) for n in {m.metadata.dst_node_id for m in messages} - answered]
         self._monitor.record_exchange(
-            started, round_no, message_type, len(messages), bytes_out, replies, bytes_in, sorted(missing)
+            started, round_no, message_type, len(messages), bytes_out, replies, bytes_in, sorted(missing), absent
         )
         return replies

@@ -40,6 +40,9 @@ class FederationPlan:
     checkpoint: Path | None = None
     #: The checkpoint this run resumes from (its run id, model, strategy state and history).
     resume: Checkpoint | None = None
+    #: The SuperLink's database holding the sites' key registrations (a deployment with site keys): the
+    #: run names each site by its registration (:mod:`flcore.federation.registry`), not by what it says.
+    registry: Path | None = None
     #: Kept in the checkpoint for whoever resumes (e.g. the data folder the run read).
     meta: dict[str, Any] = field(default_factory=dict)
     #: Simulation with ``attack`` set: the attacking sites (drawn once the sites have named themselves).
@@ -65,6 +68,8 @@ class FederationOutcome:
     attackers: list[str] = field(default_factory=list)
     #: The model's input as the sites describe it: ``shape`` and ``feature_names`` (for an exported model).
     model_input: dict[str, Any] | None = None
+    #: Registered site -> the other name its replies gave it (a deployment with site keys; empty when all agree).
+    misnamed: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------

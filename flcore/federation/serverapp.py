@@ -30,6 +30,7 @@ from flcore.federation.monitor import FederationMonitor, MonitoredGrid, RoundRec
 from flcore.federation.plan import FederationOutcome, FederationPlan, common_config, refusals_in
 from flcore.federation.preflight import check_federation
 from flcore.federation.preprocessing import collect_preprocessing, needs_preprocessing
+from flcore.federation.registry import registered_sites
 from flcore.federation.rounds import QuorumError, run_rounds, wait_for_sites
 from flcore.federation.strategies import build_strategy, min_evaluate_per_round, min_sites_per_round
 from flcore.governance.rules import refusal_error
@@ -111,6 +112,8 @@ def run_federation(grid: Grid, plan: FederationPlan, context: Context | None = N
     scenario = scenario_registry.get(plan.scenario)
     monitor = FederationMonitor(on_round=_audited(plan.on_round, plan.audit))
     mgrid = MonitoredGrid(grid, monitor)
+    if plan.registry is not None:  # a deployment with site keys: names come from the registrations
+        mgrid.bind_registry(registered_sites(plan.registry))
     node_ids = sorted(_wait_for_nodes(grid, plan.num_sites, plan.connect_timeout_s))
     common = common_config(plan)
     # Settings the federation cannot run fail before any site reserves budget for the run.
@@ -139,6 +142,10 @@ def run_federation(grid: Grid, plan: FederationPlan, context: Context | None = N
             plan.audit.append("attack-simulation", run=plan.run_id, attack=cfg.attack, sites=plan.attackers)
     if plan.audit is not None:
         plan.audit.append("gate", run=plan.run_id, by="sites", decision="pass", sites=sites)
+        if mgrid.misnamed:
+            plan.audit.append(
+                "site-identity", run=plan.run_id, registered_as_claimed=dict(sorted(mgrid.misnamed.items()))
+            )
 
     task = scenario.make_task(plan.params)
     model = task.init_model(stats, cfg.seed)
@@ -163,6 +170,7 @@ def run_federation(grid: Grid, plan: FederationPlan, context: Context | None = N
         privacy=privacy,
         attackers=list(plan.attackers),
         model_input=model_input,
+        misnamed=dict(sorted(mgrid.misnamed.items())),
     )
 
 
@@ -354,6 +362,8 @@ def _audited(on_round: Callable[[RoundRecord], None] | None, audit: Any) -> Call
             dropped=rec.dropouts,
             missing=rec.missing,
             rejected=rec.rejected,
+            absent=rec.absent,
+            rejoined=rec.rejoined,
         )
         if on_round is not None:
             on_round(rec)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flcore.data.site import SITE_POLICY_FILE
+from flcore.data.site import SITE_POLICY_FILE, SITE_STATE
 from flcore.exceptions import GovernanceError
 
 #: File a site keeps next to its data (in its folder) to state its own policy.
@@ -240,7 +240,7 @@ def ledger_path(site_dir: Path | None, policy: GovernancePolicy) -> Path | None:
     """Where a site's privacy ledger lives (None for generated data, which has no one to protect)."""
     if policy.ledger:
         return Path(policy.ledger)
-    return site_dir / ".flsuite" / "privacy-ledger.json" if site_dir is not None else None
+    return site_dir / SITE_STATE / "privacy-ledger.json" if site_dir is not None else None
 
 
 def policy_toml(policy: GovernancePolicy, title: str = "") -> str:

@@ -47,12 +47,24 @@ def deployed_blocks(run: RunFolder) -> list[Any]:
 
 
 def _rounds_table(history: list[dict[str, Any]], metric: str, noun: str) -> Table:
-    header = ["round", f"{noun}s answered", f"{noun}s missing", "train loss", metric, "MB exchanged", "wall time s"]
+    header = [
+        "round",
+        f"{noun}s answered",
+        f"{noun}s missing",
+        f"{noun}s absent",
+        "train loss",
+        metric,
+        "MB exchanged",
+        "wall time s",
+    ]
     rows = [
         [
             str(r["round"]),
             f"{r.get('sites_replied', 0)} of {r.get('sites_sampled', 0)}",
             ", ".join(r.get("sites_missing") or []) or "none",
+            ", ".join(r.get("sites_absent") or [])
+            + (f" (back: {', '.join(r['sites_rejoined'])})" if r.get("sites_rejoined") else "")
+            or "none",
             num((r.get("train") or {}).get("train-loss")),
             num((r.get("evaluate") or {}).get(metric)),
             num((r.get("bytes_sent", 0) + r.get("bytes_received", 0)) / 1e6, 2),
@@ -79,6 +91,13 @@ def _governance(doc: dict[str, Any], noun: str) -> list[str]:
         f"privacy: {doc['config'].get('privacy', 'none')}"
         + (f", epsilon spent {num(privacy.get('epsilon'), 4)}" if privacy.get("epsilon") is not None else ""),
     ]
+    names = doc.get("site_names")
+    if names:
+        items.append(f"{noun} names from the {names.get('source')}")
+        for registered, claimed in sorted((names.get("misnamed") or {}).items()):
+            items.append(
+                f"**{registered}** (its registered key) called itself '{claimed}'; it is reported as {registered}"
+            )
     audit = doc.get("audit")
     if audit:
         items.append(f"audit trail `{audit['path']}`: {audit['entries']} entries, head `{audit['head']}`")
