@@ -1,8 +1,10 @@
-"""Deployment with real processes on 127.0.0.1: `flsuite serve` (SuperLink + ServerApp) and `flsuite site join`.
+"""Deployment with real processes on 127.0.0.1: the coordinator service, `flsuite submit` and `flsuite site join`.
 
-Each test starts and stops its own processes on free ports: a SuperLink with TLS
-and SuperNode authentication, and one SuperNode per bank. They are slow (every
-Flower message starts a ClientApp process), so there are two runs in all.
+A coordinator service (SuperLink with TLS, SuperNode authentication and its database,
+the Fleet gateway in front) and three bank sites run as services would: several
+federations in a row on the same processes, a site killed and restarted mid-run, the
+coordinator killed and restarted, the run resumed. Each test starts and stops its own
+processes on free ports.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +25,8 @@ from typing import Any
 import psutil
 import pytest
 
-from flcore.deploy.sitelog import REFUSED_EXIT
 from flcore.deploy.processes import free_port, listening, process_tree
+from flcore.deploy.sitelog import REFUSED_EXIT, UNTRUSTED_EXIT
 from flcore.federation.checkpoint import read_checkpoint
 from flcore.governance.audit import verify
 
@@ -98,19 +102,25 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str, procs: Proce
         time.sleep(0.5)
 
 
-def _serve(procs: Processes, pilot: Path, out: Path, port: int, *extra: str, name: str = "serve") -> Any:
-    cmd = [FLSUITE, "serve", "finance-five-banks", "--certs", str(pilot / "certs"), "--port", str(port)]
-    cmd += ["--out", str(out), "--wait", "180", *extra]
+def _coordinator(procs: Processes, pilot: Path, state: Path, port: int, control: int, name: str) -> Any:
+    cmd = [FLSUITE, "coordinator", "start", "--state", str(state), "--certs", str(pilot / "certs")]
+    cmd += ["--port", str(port), "--control", f"127.0.0.1:{control}"]
     proc = procs.start(name, cmd)
-    _wait(lambda: "sites may join now" in procs.log(name), 90, f"{name} to register the sites", procs)
+    _wait(lambda: "coordinator ready" in procs.log(name), 90, f"{name} to start", procs)
     return proc
 
 
-def _join(procs: Processes, pilot: Path, port: int, bank: str, key: Path | None = None) -> Any:
+def _submit(procs: Processes, state: Path, out: Path, name: str, *extra: str) -> Any:
+    cmd = [FLSUITE, "submit", "finance-five-banks", "--coordinator", str(state), "--out", str(out), "--wait", "120"]
+    return procs.start(name, [*cmd, "--set", "local-epochs=1", *extra])
+
+
+def _join(procs: Processes, pilot: Path, port: int, bank: str, key: Path | None = None, ca: Path | None = None,
+          name: str | None = None) -> Any:  # fmt: skip
     key = key or pilot / "certs" / "sites" / f"{bank}.key"
     cmd = [FLSUITE, "site", "join", "--superlink", f"127.0.0.1:{port}", "--domain", "finance"]
-    cmd += ["--data", str(pilot / "data" / bank), "--key", str(key), "--ca", str(pilot / "certs" / "ca.crt")]
-    return procs.start(f"join-{bank}", cmd)
+    cmd += ["--data", str(pilot / "data" / bank), "--key", str(key), "--ca", str(ca or pilot / "certs" / "ca.crt")]
+    return procs.start(name or f"join-{bank}", cmd)
 
 
 def _progress(out: Path) -> str:
@@ -129,96 +139,103 @@ def _tls_handshake(port: int, ca: Path) -> None:
             pass
 
 
-def test_tls_and_site_keys_three_banks_complete_rounds_a_stranger_is_refused_and_a_lost_bank_is_survived(
+def _post(port: int, path: str, ca: Path) -> int:
+    """HTTP status of an empty POST to ``path`` on the TLS port."""
+    request = urllib.request.Request(f"https://127.0.0.1:{port}{path}", data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=str(ca)), timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def _checkpointed(out: Path) -> int:
+    try:
+        return read_checkpoint(out).round
+    except Exception:
+        return 0
+
+
+def test_one_coordinator_serves_federations_in_a_row_survives_a_site_restart_and_its_own_crash(
     pilot: Path, procs: Processes, tmp_path: Path
 ) -> None:
-    port, out = free_port(), tmp_path / "out"
-    serve = _serve(
-        procs,
-        pilot,
-        out,
-        port,
-        "--rounds",
-        "3",
-        "--set",
-        "local-epochs=1",
-        "--set",
-        "min-sites=2",
-        "--set",
-        "reply-timeout=45",
-    )
-    # The SuperLink speaks TLS with the pilot CA's certificate, and only that: another CA is not trusted.
-    _tls_handshake(port, pilot / "certs" / "ca.crt")
+    port, control, state = free_port(), free_port(), tmp_path / "coordinator"
+    ca = pilot / "certs" / "ca.crt"
+    _coordinator(procs, pilot, state, port, control, "coordinator")
+    # The Fleet address speaks TLS with the pilot CA's certificate only, and serves the Fleet API only:
+    # the Control API (submit, stop, register a key) answers on loopback, on its own port.
+    _tls_handshake(port, ca)
     with pytest.raises(ssl.SSLCertVerificationError):
         _tls_handshake(port, pilot / "stranger" / "ca.crt")
+    assert _post(port, "/v1/control/list-runs", ca) == 403
+    assert _post(port, "/v1/runtime/pull-messages", ca) == 403
+    assert _post(control, "/v1/control/list-runs", ca) != 403  # Flower itself answers there (refusing the body)
+    assert "--host 127.0.0.1 --port " + str(control) in procs.log("coordinator")
 
     for bank in BANKS:
         _join(procs, pilot, port, bank)
-    # A SuperNode whose key the coordinator never registered is refused (Flower's exit code 305).
-    stranger = _join(procs, pilot, port, "bank_d", key=pilot / "stranger" / "sites" / "bank_x.key")
+    # Causes a retry cannot fix end a site with their own status and words.
+    stranger = _join(procs, pilot, port, "bank_c", key=pilot / "stranger" / "sites" / "bank_x.key", name="stranger")
+    untrusting = _join(procs, pilot, port, "bank_c", ca=pilot / "stranger" / "ca.crt", name="untrusting")
     assert stranger.wait(timeout=120) == REFUSED_EXIT
-    assert "Exit Code: 305" in procs.log("join-bank_d")
-    assert "key is not registered" in procs.log("join-bank_d")
+    assert "key is not registered" in procs.log("stranger")
+    assert untrusting.wait(timeout=120) == UNTRUSTED_EXIT
+    assert "not signed by" in procs.log("untrusting")
 
-    # Two full rounds with all three banks, then bank_c's machine dies.
-    _wait(lambda: "round   2/3" in _progress(out), 400, "round 2", procs)
+    # Two federations in a row on the same coordinator and site processes.
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert _submit(procs, state, first, "submit-1", "--rounds", "1").wait(timeout=300) == 0, procs.log("submit-1")
+    run = _submit(
+        procs, state, second, "submit-2", "--rounds", "12", "--set", "min-sites=2", "--set", "reply-timeout=20"
+    )
+    # Mid-run, bank_c's site service is SIGKILLed (its SuperNode and worker die with it) and restarted 5 s later.
+    _wait(lambda: _checkpointed(second) >= 2, 300, "round 2 of the second run", procs)
     procs.crash("join-bank_c")
-    assert serve.wait(timeout=400) == 0, procs.log("serve")
+    time.sleep(5)
+    _join(procs, pilot, port, "bank_c", name="join-bank_c-again")
+    assert run.wait(timeout=400) == 0, procs.log("submit-2")
 
-    results = json.loads((out / "results.json").read_text())
-    history = results["history"]
-    assert [r["round"] for r in history] == [1, 2, 3]
-    assert [r["sites_trained"] for r in history[:2]] == [list(BANKS)] * 2
-    assert history[2]["sites_trained"] == ["bank_a", "bank_b"]
-    assert history[2]["sites_missing"] == ["bank_c"] and history[2]["sites_dropped"] == 1
-    assert history[2]["evaluate_replied"] == 2
-    assert all(0.0 <= r["evaluate"]["pr_auc"] <= 1.0 for r in history)
-    # The dropout is in the audit trail, which is intact and ends where results.json says.
-    report = verify(out / "audit.jsonl", expected_head=results["audit"]["head"])
-    assert report.ok
-    rounds = [e for e in _audit(out) if e["kind"] == "round"]
-    assert rounds[2]["missing"] == ["bank_c"] and rounds[1]["missing"] == []
-    assert read_checkpoint(out).round == 3
-    assert "$ " + str(Path(sys.executable).parent / "flower-superlink") in procs.log("serve")  # commands shown
-    assert "--enable-supernode-auth" in procs.log("serve")
-    assert "--root-certificates" in procs.log("join-bank_a")
+    one = json.loads((first / "results.json").read_text())
+    assert one["history"][0]["sites_trained"] == list(BANKS)
+    assert one["site_names"]["source"] == "coordinator registrations" and one["site_names"]["misnamed"] == {}
+    history = json.loads((second / "results.json").read_text())["history"]
+    assert [r["round"] for r in history] == list(range(1, 13))
+    assert all(r["sites_trained"] == list(BANKS) for r in history[:2])
+    absent = [r["round"] for r in history if r["sites_absent"] == ["bank_c"]]
+    back = [r["round"] for r in history if r["sites_rejoined"] == ["bank_c"]]
+    assert absent and back and back[0] > absent[0], [
+        (r["round"], r["sites_absent"], r["sites_trained"]) for r in history
+    ]
+    assert "bank_c" in history[-1]["sites_trained"]
+    assert all("bank_c" not in r["sites_trained"] for r in history if r["round"] in absent)
+    rounds = [e for e in _audit(second) if e["kind"] == "round"]
+    assert [e["absent"] for e in rounds if e["round"] == absent[0]] == [["bank_c"]]
+    restarted = procs.log("join-bank_c-again")
+    assert "still active" in restarted and "connected to the coordinator" in restarted
+    assert "Traceback" not in restarted
 
-
-def test_a_crashed_coordinator_resumes_from_its_last_round(pilot: Path, procs: Processes, tmp_path: Path) -> None:
-    port, out = free_port(), tmp_path / "out"
-    _serve(procs, pilot, out, port, "--rounds", "2", "--set", "local-epochs=1")
-    for bank in BANKS:
-        _join(procs, pilot, port, bank)
-
-    def checkpointed() -> int:
-        try:
-            return read_checkpoint(out).round
-        except Exception:
-            return 0
-
-    _wait(lambda: checkpointed() >= 1, 400, "the round-1 checkpoint", procs)
-    procs.crash("serve")  # the coordinator's machine dies: serve, SuperLink and ServerApp at once
-    crashed_at = read_checkpoint(out)
-    assert crashed_at.round == 1
-    _wait(lambda: not listening("127.0.0.1", port), 30, "the port to close", procs)
-
-    resumed = procs.start(
-        "serve-resumed",
-        [FLSUITE, "serve", "finance-five-banks", "--certs", str(pilot / "certs"), "--port", str(port), "--wait", "180",
-         "--resume", str(out)],
-    )  # fmt: skip
-    assert resumed.wait(timeout=500) == 0, procs.log("serve-resumed")
-
-    results = json.loads((out / "results.json").read_text())
-    history = results["history"]
-    assert [r["round"] for r in history] == [1, 2]  # no round lost, none repeated
+    # The coordinator's machine dies mid-run (service, SuperLink, gateway, ServerApp at once), comes back with
+    # the same state folder, and the run resumes from its checkpoint; the sites reconnect by themselves.
+    third = tmp_path / "third"
+    crashed = _submit(procs, state, third, "submit-3", "--rounds", "3")
+    _wait(lambda: _checkpointed(third) >= 1, 300, "round 1 of the third run", procs)
+    procs.crash("coordinator")
+    crashed_at = read_checkpoint(third)
+    assert crashed.wait(timeout=60) != 0
+    _wait(lambda: not listening("127.0.0.1", port), 30, "the Fleet port to close", procs)
+    _coordinator(procs, pilot, state, port, control, "coordinator-again")
+    assert "was registered already" in procs.log("coordinator-again")  # registrations kept in its database
+    assert "left unfinished by the previous coordinator" in procs.log("coordinator-again")
+    resumed = _submit(procs, state, third, "submit-3-resumed", "--resume", str(third))
+    assert resumed.wait(timeout=400) == 0, procs.log("submit-3-resumed")
+    results = json.loads((third / "results.json").read_text())
+    assert [r["round"] for r in results["history"]] == [1, 2, 3]  # no round lost, none repeated
     assert results["run_id"] == crashed_at.run_id
-    assert [r["aggregate_hash"] for r in history[: crashed_at.round]] == [
+    assert [r["aggregate_hash"] for r in results["history"][: crashed_at.round]] == [
         r["aggregate_hash"] for r in crashed_at.monitor["rounds"]
     ]
-    assert all(r["sites_trained"] == list(BANKS) for r in history)
-    entries = _audit(out)
-    resumes = [e for e in entries if e["kind"] == "resume"]
-    assert len(resumes) == 1 and resumes[0]["after_round"] == crashed_at.round
-    assert verify(out / "audit.jsonl", expected_head=results["audit"]["head"]).ok
-    assert read_checkpoint(out).round == 2
+    assert verify(third / "audit.jsonl", expected_head=results["audit"]["head"]).ok
+    # The sites served all of it as the same processes, and never printed a traceback.
+    for bank in ("bank_a", "bank_b"):
+        assert procs.started[f"join-{bank}"].poll() is None
+        assert "Traceback" not in procs.log(f"join-{bank}")
