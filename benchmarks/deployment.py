@@ -5,9 +5,10 @@ What it measures
     run twice or more:
 
     * simulated: ``flsuite run SCENARIO --data DIR`` (Flower's simulation engine, Ray);
-    * deployed: ``flsuite serve`` (SuperLink with TLS and site authentication, the
-      ServerApp) and one ``flsuite site join`` per site (SuperNode with the site's
-      key), all on 127.0.0.1, as tests/test_deploy.py sets them up; once per
+    * deployed: ``flsuite coordinator start`` (SuperLink with TLS, site authentication
+      and its database, behind the Fleet gateway), one ``flsuite site join`` per site
+      (SuperNode with the site's key) and ``flsuite submit`` (the ServerApp), all on
+      127.0.0.1, as tests/test_deploy.py sets them up; once per
       ClientApp mode of ``site join`` (this script's ``--clientapp``, passed to
       the sites as ``FLSUITE_CLIENTAPP``): ``warm`` (one pre-imported ClientApp
       worker per SuperNode that forks a process per message, the default) and
@@ -162,33 +163,35 @@ def run_simulated(work: Path, args: argparse.Namespace, procs: Processes) -> dic
 def run_deployed(
     work: Path, args: argparse.Namespace, procs: Processes, sites: list[str], domain: str, mode: str
 ) -> dict[str, Any]:
-    """``flsuite serve`` and one ``flsuite site join`` per site (ClientApp ``mode``): round records, wall times."""
-    out, port = work / f"deployed-{mode}", free_port()
-    certs = work / "certs"
-    serve = [FLSUITE, "serve", args.scenario, "--certs", str(certs), "--port", str(port), "--out", str(out)]
-    serve += [*_settings_args(args), "--wait", "180"]
+    """The coordinator service, one ``site join`` per site (ClientApp ``mode``), ``submit``: rounds, wall times."""
+    out, port, control = work / f"deployed-{mode}", free_port(), free_port()
+    certs, state = work / "certs", work / f"coordinator-{mode}"
+    start = [FLSUITE, "coordinator", "start", "--state", str(state), "--certs", str(certs), "--port", str(port)]
+    start += ["--control", f"127.0.0.1:{control}"]
     site_env = {**os.environ, CLIENTAPP_ENV: mode}
     t0 = time.perf_counter()
-    coordinator = procs.start(f"serve-{mode}", serve)
-    _wait(lambda: "sites may join now" in procs.log(f"serve-{mode}"), 120, "the SuperLink", procs)
+    procs.start(f"coordinator-{mode}", start)
+    _wait(lambda: "coordinator ready" in procs.log(f"coordinator-{mode}"), 120, "the coordinator", procs)
     ready = time.perf_counter() - t0
     for site in sites:
         join = [FLSUITE, "site", "join", "--superlink", f"127.0.0.1:{port}", "--domain", domain]
         join += ["--data", str(work / "data" / site), "--key", str(certs / "sites" / f"{site}.key")]
         join += ["--ca", str(certs / "ca.crt")]
         procs.start(f"join-{mode}-{site}", join, env=site_env)
-    code = coordinator.wait(timeout=args.timeout)
+    submit = [FLSUITE, "submit", args.scenario, "--coordinator", str(state), "--out", str(out)]
+    submit += [*_settings_args(args), "--wait", "180"]
+    code = procs.start(f"submit-{mode}", submit).wait(timeout=args.timeout)
     total = time.perf_counter() - t0
     failed = code != 0 and procs.tails(30)
     procs.stop_all()
     if failed:
-        raise RuntimeError(f"flsuite serve failed ({code}):\n{failed}")
+        raise RuntimeError(f"flsuite submit failed ({code}):\n{failed}")
     results = json.loads((out / "results.json").read_text())
     return {
         "path": f"deployed, clientapp={mode}",
         "clientapp": mode,
         "total_wall_s": round(total, 2),
-        "superlink_ready_s": round(ready, 2),
+        "coordinator_ready_s": round(ready, 2),
         "federation_wall_s": round(float(results["wall_time_s"]), 2),
         **_round_figures(results["history"]),
     }
@@ -230,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="a setting for both paths, as for flsuite run/serve (default: local-epochs=1)",
+        help="a setting for both paths, as for flsuite run/submit (default: local-epochs=1)",
     )
     p.add_argument(
         "--clientapp",

@@ -135,7 +135,7 @@ def serve(opts: ServeOptions, say: Say = print) -> int:
     )
     try:
         with Coordinator(service, say) as coordinator:
-            say(f"SuperLink ready; sites may join {opts.host}:{opts.port} now")
+            say(f"SuperLink ready on {opts.host}:{opts.port}; sites may join now")
             return submit(opts.run, coordinator.info, say)
     except KeyboardInterrupt:
         say(f"interrupted: stopping the coordinator. Continue the run with --resume {opts.run.out}")
