@@ -114,14 +114,13 @@ class Coordinator:
             )
         self.control_host, self.control_port = _split(opts.control, "--control")
         self.fleet_connect = "127.0.0.1" if opts.host in ("0.0.0.0", "::", "") else opts.host
-        if (self.fleet_connect, opts.port) == (self.control_host, self.control_port) or (
-            opts.port == self.control_port and opts.host in ("0.0.0.0", "::", "")
-        ):
+        same_host = opts.host in ("0.0.0.0", "::", "") or {opts.host, self.control_host} <= set(LOOPBACK)
+        if opts.port == self.control_port and (same_host or opts.host == self.control_host):
             raise ConfigError(
                 f"--control {opts.control} and the Fleet address {opts.host}:{opts.port} overlap: the Control API "
                 "needs its own address (loopback). Choose another --port or --control."
             )
-        if opts.insecure and (self.fleet_connect not in LOOPBACK or self.control_host not in LOOPBACK):
+        if opts.insecure and (opts.host not in LOOPBACK or self.control_host not in LOOPBACK):
             raise ConfigError(
                 f"--insecure with --host {opts.host} would serve plain text, without site authentication, beyond "
                 "this machine. Plain text is for trials on one machine: use --host 127.0.0.1, or drop --insecure."

@@ -108,6 +108,8 @@ def explain_refusal(body: bytes, public_key_b64: str, database: Path) -> bytes:
     import sqlite3
     import time
 
+    if not public_key_b64:  # not a signed SuperNode request: nothing to look up
+        return body
     try:
         payload = json.loads(body)
         key = base64.b64decode(public_key_b64, validate=True)

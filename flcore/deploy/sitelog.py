@@ -112,6 +112,10 @@ def diagnose(tail: list[str], superlink: str, ca: Path | None, returncode: int |
     )
 
 
+#: Lines that join the tracebacks of chained exceptions (``raise ... from``, an error while handling another).
+_CHAINED = ("The above exception was the direct cause", "During handling of the above exception")
+
+
 class SupernodeLog:
     """Reads a SuperNode's output: the log file gets every line, the console every line but tracebacks."""
 
@@ -123,6 +127,7 @@ class SupernodeLog:
         self.tail: collections.deque[str] = collections.deque(maxlen=60)
         self.connected = False
         self._in_traceback = False
+        self._last_error = ""  # the latest exception line of the traceback being left out
         self._unreachable_said = False
 
     def read(self, stream: TextIO) -> None:
@@ -132,18 +137,21 @@ class SupernodeLog:
                 log.write(line)
                 log.flush()
                 self.line(line.rstrip("\n"))
+        self._end_traceback()
 
     def line(self, line: str) -> None:
         self.tail.append(line)
         if line.startswith("Traceback (most recent call last):"):
             self._in_traceback = True
+            self._last_error = ""  # a chained exception's traceback: its own exception line is the last word
             return
         if self._in_traceback:
-            if line.startswith((" ", "\t")) or not line.strip():
+            if line.startswith((" ", "\t")) or not line.strip() or line.startswith(_CHAINED):
+                return  # frames, and the links of a chained exception
+            if not self._last_error:
+                self._last_error = line.strip()  # an exception line: the traceback may go on (chained)
                 return
-            self._in_traceback = False  # the exception's own line ends it
-            self.echo(f"(Flower printed a traceback ending in {line.strip()[:200]!r}; it is in {self.path})")
-            return
+            self._end_traceback()  # a line after the exception line: the traceback is over
         if "Connection attempt failed, retrying" in line:
             if not self._unreachable_said:
                 self._unreachable_said = True
@@ -158,3 +166,9 @@ class SupernodeLog:
             self.connected = True
             self._unreachable_said = False
         self.echo(line)
+
+    def _end_traceback(self) -> None:
+        if self._in_traceback and self._last_error:
+            self.echo(f"(Flower printed a traceback ending in {self._last_error[:200]!r}; it is in {self.path})")
+        self._in_traceback = False
+        self._last_error = ""

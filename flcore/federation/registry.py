@@ -7,7 +7,7 @@ key it signs with is registered. So the node id a reply comes from names its sit
 ServerApp takes site names from here, not from what a site says about itself.
 
 Flower 1.41 offers no call that returns the names (``flwr supernode list`` omits them),
-so this reads the ``node`` table read-only (SQLite ``mode=ro``); ``tests/test_registry.py``
+so this reads the ``node`` table read-only (SQLite ``mode=ro``); ``tests/test_coordinator_units.py``
 checks that table's columns against the installed Flower.
 """
 
