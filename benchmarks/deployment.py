@@ -44,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -60,13 +61,20 @@ FLSUITE = str(BIN / "flsuite")
 class Processes:
     """Processes this script started, each logging to a file; :meth:`stop_all` ends them and their helpers."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, timestamps: bool = False) -> None:
         self.folder = folder
+        self.timestamps = timestamps
         self.started: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        with (self.folder / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        if self.timestamps:  # each line prefixed with the wall-clock time it was read, for a round's timeline
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            )
+            threading.Thread(target=_stamp_lines, args=(proc, self.folder / f"{name}.log"), daemon=True).start()
+        else:
+            with (self.folder / f"{name}.log").open("ab") as log:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         self.started.append((name, proc))
         return proc
 
@@ -83,6 +91,17 @@ class Processes:
         for _, proc in reversed(self.started):  # sites first, then the coordinator
             stop_tree(proc, grace_s=10)
         self.started.clear()
+
+
+def _stamp_lines(proc: subprocess.Popen[bytes], path: Path) -> None:
+    """Copy ``proc``'s output to ``path``, each line prefixed with the time it arrived (HH:MM:SS.mmm)."""
+    assert proc.stdout is not None
+    with path.open("ab") as log:
+        for line in proc.stdout:
+            now = time.time()
+            stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d} "
+            log.write(stamp.encode() + line)
+            log.flush()
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -245,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", help="folder for certificates, data and run outputs (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, results.json of every run)")
     p.add_argument("--json", help="also write the figures as JSON to this path")
+    p.add_argument(
+        "--timestamps", action="store_true", help="prefix every line of the processes' logs with the time it came"
+    )
     args = p.parse_args(argv)
     args.set = args.set or ["local-epochs=1"]
     sites = [s.strip() for s in args.sites.split(",") if s.strip()]
@@ -264,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     print_machine(info)
     print(f"scenario {args.scenario}, sites {','.join(sites)}, scale {args.scale}, {args.rounds} rounds, "
           f"seed {args.seed}, settings {' '.join(args.set)}; work folder {work}", flush=True)  # fmt: skip
-    procs = Processes(work)
+    procs = Processes(work, timestamps=args.timestamps)
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     rows: list[dict[str, Any]] = []
     try:

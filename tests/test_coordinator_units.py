@@ -38,7 +38,8 @@ from flcore.deploy.gateway import NOT_REGISTERED, REFUSAL, STILL_ACTIVE, explain
 from flcore.deploy.join import JoinOptions, check_join
 from flcore.deploy.sitelog import REFUSED_EXIT, UNTRUSTED_EXIT, VERSION_EXIT, SupernodeLog, diagnose
 from flcore.exceptions import ConfigError, DeploymentError
-from flcore.federation.monitor import FederationMonitor, MonitoredGrid
+from flcore.federation.grid import MonitoredGrid
+from flcore.federation.monitor import FederationMonitor
 from flcore.federation.registry import registered_sites
 
 SUPERLINK = "coordinator.example:9092"
@@ -527,10 +528,7 @@ class FakeGrid:
         return list(self.connected)
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        return [str(i) for i, _ in enumerate(messages)]
-
-    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
-        return []
+        raise NotImplementedError  # answers send_and_receive only, as the in-process engine's grid does
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         out = []

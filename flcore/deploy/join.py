@@ -28,8 +28,9 @@ from typing import Any
 
 from flcore.data.site import SITE_STATE
 from flcore.deploy.certs import public_key_line
-from flcore.deploy.processes import Say, die_with_parent, flower_env, flower_tool, free_port, show, stop_tree
+from flcore.deploy.processes import Say, die_with_parent, flower_env, free_port, show, stop_tree
 from flcore.deploy.sitelog import SupernodeLog, diagnose
+from flcore.deploy.supernode import supernode_command_prefix
 from flcore.deploy.worker import WORKER_FAILED_EXIT
 from flcore.exceptions import ConfigError, DeploymentError, FlsuiteError
 from flcore.experiment.sitecheck import check_sites
@@ -87,7 +88,7 @@ def supernode_command(opts: JoinOptions, port: int) -> list[str]:
                 "carry. Move or link the folder to a path without them."
             )
     node_config = " ".join(f"{k}={json.dumps(str(v))}" for k, v in config.items())
-    cmd = [flower_tool("flower-supernode"), "--superlink", opts.superlink]
+    cmd = [*supernode_command_prefix(), "--superlink", opts.superlink]  # Flower's, with short polls
     if opts.insecure:
         cmd.append("--insecure")
     elif opts.ca is None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from flcore import scenario
 from flcore.deploy.processes import QUIET, Say
+from flcore.federation.flowerwaits import FlowerPatchError, shorten_pull_backoff
 
 #: Exit status of the ClientApp worker (:func:`clientapp_worker`) when it gives up, after saying why; ``flsuite
 #: site join`` then stops its SuperNode and exits with it, instead of starting the worker again.
@@ -201,6 +202,15 @@ def clientapp_worker(
             )
             return WORKER_FAILED_EXIT
     scenario.available()
+    # A task's process pulls its message's objects as soon as the SuperNode has the message, often before the
+    # SuperNode has them all; Flower's back-off for that is 1 s, then 2 s, ... (measured: 2-3 s a message).
+    import flwr.supernode.runtime.run_clientapp as runtime
+
+    try:
+        shorten_pull_backoff(runtime, "pull_and_inflate_object_from_tree")
+    except FlowerPatchError as err:
+        failures.say(f"flsuite ClientApp worker: {err}")
+        return WORKER_FAILED_EXIT
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:

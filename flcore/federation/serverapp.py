@@ -24,9 +24,10 @@ from flcore.federation.checkpoint import (
     restore_strategy,
     write_checkpoint,
 )
+from flcore.federation.grid import MonitoredGrid
 from flcore.federation.mods.attack import ATTACKERS, choose_attackers
 from flcore.federation.mods.secagg import run_secagg_rounds
-from flcore.federation.monitor import FederationMonitor, MonitoredGrid, RoundRecord, arrays_digest
+from flcore.federation.monitor import FederationMonitor, RoundRecord, arrays_digest
 from flcore.federation.plan import FederationOutcome, FederationPlan, common_config, refusals_in
 from flcore.federation.preflight import check_federation
 from flcore.federation.preprocessing import collect_preprocessing, needs_preprocessing
