@@ -84,6 +84,11 @@ def shorten_pull_backoff(module: ModuleType, name: str) -> Any:
     return patched
 
 
+def is_deployment(grid: Grid) -> bool:
+    """Whether ``grid`` is Flower's deployment Grid (SuperLink and SuperNodes), not a simulation's."""
+    return type(grid).__module__ == HTTP_GRID
+
+
 def exchange(grid: Grid, messages: list[Message], timeout: float | None) -> list[Message]:
     """Push ``messages``, then pull their replies every :data:`REPLY_POLL_S` seconds.
 
@@ -94,7 +99,7 @@ def exchange(grid: Grid, messages: list[Message], timeout: float | None) -> list
     pulls back off from :data:`PULL_INITIAL_BACKOFF_S` too: the SuperLink hands out a reply while its
     site still pushes the reply's objects.
     """
-    if type(grid).__module__ == HTTP_GRID:
+    if is_deployment(grid):
         shorten_pull_backoff(sys.modules[HTTP_GRID], "pull_objects")
     try:
         pushed = grid.push_messages(messages)

@@ -20,8 +20,10 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from flcore import keys
+from flcore.federation.codecs import DECODE_ERRORS
 from flcore.federation.flowerwaits import exchange
 from flcore.federation.monitor import FederationMonitor, message_bytes
+from flcore.federation.transport import pack_model, packed_for_transport, unpack_model
 
 
 class MonitoredGrid(Grid):
@@ -35,6 +37,9 @@ class MonitoredGrid(Grid):
         self._registered: dict[int, str] = {}
         #: Registered site -> the other name it gave itself, for each site whose replies claimed one.
         self.misnamed: dict[str, str] = {}
+        #: Send models packed as one array and unpack replies (:mod:`flcore.federation.transport`): set for a
+        #: deployment, where each array is requests to move, unless a codec or SecAgg+ shapes the messages.
+        self.pack_models = False
         #: Nodes that did not answer the latest training step at all (timed out or unreachable): they are
         #: not asked to evaluate that round or to close the run, so a dead site costs one reply timeout,
         #: not one per message. Every training step asks them again.
@@ -75,6 +80,20 @@ class MonitoredGrid(Grid):
                         self.misnamed[registered] = claimed
                         cfg[keys.SITE_NAME] = registered
 
+    def _unpacked(self, replies: list[Message], round_no: int | None) -> list[Message]:
+        """Replies with their models unpacked (:mod:`flcore.federation.transport`); one that fails is rejected."""
+        kept = []
+        for r in replies:
+            if not r.has_error() and r.has_content() and packed_for_transport(r.content):
+                try:
+                    r.content = unpack_model(r.content)
+                except DECODE_ERRORS as err:  # damaged or forged on the way: not aggregated, and reported
+                    reason = f"its model could not be unpacked: {err}"
+                    self._monitor.record_rejection(round_no or 0, self.site_name(r.metadata.src_node_id), reason)
+                    continue
+            kept.append(r)
+        return kept
+
     def site_name(self, node_id: int) -> str:
         """The site a node serves (``node N`` before the statistics round names it)."""
         return self._names.get(node_id, f"node {node_id}")
@@ -106,6 +125,10 @@ class MonitoredGrid(Grid):
         training = any(m.metadata.message_type == "train" for m in messages)
         if not training and self.unreachable:
             messages = [m for m in messages if m.metadata.dst_node_id not in self.unreachable]
+        if self.pack_models:
+            packed: dict[int, RecordDict] = {}  # strategies send one RecordDict to many nodes: pack it once
+            for m in messages:
+                m.content = packed.setdefault(id(m.content), pack_model(m.content))
         sizes: dict[int, int] = {}
         bytes_out = 0
         round_no: int | None = None
@@ -135,6 +158,7 @@ class MonitoredGrid(Grid):
         # resumed run) gives the same model to the last bit however the network delivers.
         replies.sort(key=lambda r: (self.site_name(r.metadata.src_node_id), r.metadata.src_node_id))
         bytes_in = sum(message_bytes(r.content) for r in replies if not r.has_error())
+        replies = self._unpacked(replies, round_no)
         answered = {r.metadata.src_node_id for r in replies if not r.has_error()}
         if training and not secagg_stage:
             # NODE_UNAVAILABLE errors come from the SuperLink (or the simulated dropout), not from the node.

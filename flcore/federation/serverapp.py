@@ -24,6 +24,7 @@ from flcore.federation.checkpoint import (
     restore_strategy,
     write_checkpoint,
 )
+from flcore.federation.flowerwaits import is_deployment
 from flcore.federation.grid import MonitoredGrid
 from flcore.federation.mods.attack import ATTACKERS, choose_attackers
 from flcore.federation.mods.secagg import run_secagg_rounds
@@ -113,6 +114,7 @@ def run_federation(grid: Grid, plan: FederationPlan, context: Context | None = N
     scenario = scenario_registry.get(plan.scenario)
     monitor = FederationMonitor(on_round=_audited(plan.on_round, plan.audit))
     mgrid = MonitoredGrid(grid, monitor)
+    mgrid.pack_models = is_deployment(grid) and cfg.secure_aggregation == "none" and cfg.update_compression == "none"
     if plan.registry is not None:  # a deployment with site keys: names come from the registrations
         mgrid.bind_registry(registered_sites(plan.registry))
     node_ids = sorted(_wait_for_nodes(grid, plan.num_sites, plan.connect_timeout_s))

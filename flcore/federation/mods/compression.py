@@ -24,6 +24,7 @@ from flcore.federation.codecs import (
     unpack_content,
 )
 from flcore.federation.quantize import DEFAULT_BLOCK
+from flcore.federation.transport import pack_model, packed_for_transport
 
 
 def _config_value(content: RecordDict, key: str) -> Any:
@@ -56,6 +57,8 @@ def compression_mod(msg: Message, context: Context, call_next: ClientAppCallable
     * If its config says ``"update-codec"`` other than ``"none"`` and the reply
       carries ``"arrays"`` without error, those arrays are replaced by the packed
       update *reply - model the ClientApp started from*, with that codec.
+    * A model a deployed ServerApp packed for the wire (:mod:`flcore.federation.transport`) is
+      unpacked the same way, and the reply's model packed back, exactly.
     * Anything else passes through untouched. A broadcast that cannot be decoded,
       or an update that cannot be encoded (NaN/Inf, float16 overflow), becomes an
       error reply, which the server counts as a failed site.
@@ -64,6 +67,7 @@ def compression_mod(msg: Message, context: Context, call_next: ClientAppCallable
         return call_next(msg, context)
     record = keys.ARRAYS
     start: ArrayRecord | None = None
+    transport = packed_for_transport(msg.content)  # a deployment's exact packing: the reply travels so too
     if PACKED in msg.content:
         try:
             packed, layout = packed_parts(msg.content)
@@ -75,7 +79,10 @@ def compression_mod(msg: Message, context: Context, call_next: ClientAppCallable
         msg.content = unpack_content(msg.content, ArrayRecord(dict(start.items())))
     codec = _config_value(msg.content, UPDATE_CODEC)
     if codec is None or codec == "none":
-        return call_next(msg, context)
+        reply = call_next(msg, context)
+        if transport and not reply.has_error() and reply.has_content():
+            reply.content = pack_model(reply.content, record)
+        return reply
     if start is None and isinstance(msg.content.get(record), ArrayRecord):
         # Copy: the ClientApp may replace arrays in the record it received.
         start = ArrayRecord(dict(msg.content[record].items()))  # type: ignore[union-attr]
