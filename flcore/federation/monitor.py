@@ -59,7 +59,7 @@ class RoundRecord:
     rejected: dict[str, str] = field(default_factory=dict)
     #: Sites of the federation not connected when the round began (so not sampled), by name.
     absent: list[str] = field(default_factory=list)
-    #: Sites absent in the previous round and connected again in this one.
+    #: Sites absent or silent in the previous round that answered in this one.
     rejoined: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -156,11 +156,9 @@ class FederationMonitor:
             self.setup_bytes_received += bytes_in
             return
         if self._current is None or self._current.round != round_no:
-            before = self.rounds[-1].absent if self.rounds else []
             self._current = RoundRecord(round=round_no, started=started)
             if absent is not None:
                 self._current.absent = list(absent)
-                self._current.rejoined = sorted(set(before) - set(absent))
             self.rounds.append(self._current)
         rec = self._current
         rec.bytes_sent += bytes_out
@@ -174,6 +172,10 @@ class FederationMonitor:
             rec.dropouts = unreachable + max(0, sent - len(replies))
             rec.replies = len(replies) - len(failed)
             rec.missing = list(missing or [])
+            if len(self.rounds) > 1:  # back: absent or silent in the previous round, answering in this one
+                before = self.rounds[-2]
+                answered = {site_of(m.content) for m in replies if not m.has_error()}
+                rec.rejoined = sorted((set(before.absent) | set(before.missing)) & answered)
             rec.bytes_sent_train += bytes_out
             rec.bytes_received_train += bytes_in
         elif message_type == "train-secagg":
