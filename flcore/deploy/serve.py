@@ -91,6 +91,11 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))  # JSON string escapes are valid TOML basic-string escapes
 
 
+#: Seconds between two checks that the run is alive beside its own status file. Each asks the Control API
+#: with a `flwr list` process (about 1.5 CPU-seconds): on a small coordinator, more often slows the rounds.
+STATE_CHECK_S = 60.0
+
+
 def submit(opts: RunOptions, coordinator: CoordinatorInfo, say: Say = print) -> int:
     """Submit the run to a running coordinator and follow it to its end; returns the exit code."""
     coordinator.check_running()
@@ -145,7 +150,7 @@ def serve(opts: ServeOptions, say: Say = print) -> int:
 def _follow(out: Path, run_id: str, control: Control, check_running: Callable[[], None], say: Say) -> int:
     """Print the ServerApp's progress until the run ends; the run's exit code."""
     shown = 0
-    last_check = time.monotonic()
+    last_check = last_alive = time.monotonic()
     while True:
         lines = _read_lines(out / PROGRESS_FILE)
         for line in lines[shown:]:
@@ -159,9 +164,11 @@ def _follow(out: Path, run_id: str, control: Control, check_running: Callable[[]
             failed = DeploymentError(f"run {run_id} failed: {status.get('error')}")
             failed.exit_code = int(status.get("exit_code") or DeploymentError.exit_code)  # e.g. 2: a site refused
             raise failed
-        if time.monotonic() - last_check > 10:  # the coordinator gone, or a ServerApp that died before its status
-            last_check = time.monotonic()
+        if time.monotonic() - last_alive > 5:  # a socket connect: the coordinator crashed if nothing listens
+            last_alive = time.monotonic()
             check_running()
+        if time.monotonic() - last_check > STATE_CHECK_S:  # a ServerApp that died without writing its status
+            last_check = time.monotonic()
             state = control.run_state(run_id)
             time.sleep(1)  # let a status written just now land
             if state.startswith("finished") and read_status(out).get("state") not in ("completed", "failed"):
