@@ -278,13 +278,14 @@ def _await_port(proc: subprocess.Popen[Any], host: str, port: int, log: Path, wh
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM/SIGHUP (a service stop, a closed ssh session) stop the service as Ctrl-C does."""
+    """SIGTERM, SIGHUP, SIGINT (a service stop, a closed ssh session, Ctrl-C) stop the service."""
     raise KeyboardInterrupt
 
 
 def run_coordinator(opts: CoordinatorOptions, say: Say = print) -> int:
     """Run the coordinator service until it is stopped (0) or one of its processes stops (an error)."""
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too: a shell starts a background job with SIGINT ignored, and Python then leaves it ignored.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     try:
         with Coordinator(opts, say) as coordinator:
             names = sorted(coordinator.sites().values())
