@@ -21,7 +21,6 @@ naming it, for the service manager to restart it.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -32,7 +31,17 @@ from typing import Any
 
 from flcore.deploy.certs import CertBundle, check_server_cert, load_bundle
 from flcore.deploy.control import UNFINISHED, Control
-from flcore.deploy.processes import Say, die_with_parent, flower_env, flower_tool, listening, show, stop_tree, tail
+from flcore.deploy.processes import (
+    Say,
+    die_with_parent,
+    flower_env,
+    flower_tool,
+    listening,
+    show,
+    stop_on_signals,
+    stop_tree,
+    tail,
+)
 from flcore.exceptions import ConfigError, DeploymentError
 from flcore.federation.registry import registered_sites
 from flcore.outputs import write_text_atomic
@@ -277,17 +286,10 @@ def _await_port(proc: subprocess.Popen[Any], host: str, port: int, log: Path, wh
         time.sleep(0.2)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM, SIGHUP, SIGINT (a service stop, a closed ssh session, Ctrl-C) stop the service."""
-    raise KeyboardInterrupt
-
-
 def run_coordinator(opts: CoordinatorOptions, say: Say = print) -> int:
     """Run the coordinator service until it is stopped (0) or one of its processes stops (an error)."""
-    # SIGINT too: a shell starts a background job with SIGINT ignored, and Python then leaves it ignored.
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     try:
-        with Coordinator(opts, say) as coordinator:
+        with stop_on_signals(), Coordinator(opts, say) as coordinator:
             names = sorted(coordinator.sites().values())
             say(f"registered sites: {', '.join(names) or 'none'}")
             say(
@@ -301,6 +303,3 @@ def run_coordinator(opts: CoordinatorOptions, say: Say = print) -> int:
     except KeyboardInterrupt:
         say("coordinator stopped")
         return 0
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -23,7 +23,7 @@ from typing import Any
 
 from flcore.deploy.control import Control
 from flcore.deploy.coordinator import Coordinator, CoordinatorInfo, CoordinatorOptions
-from flcore.deploy.processes import Say, free_port
+from flcore.deploy.processes import Say, free_port, stop_on_signals
 from flcore.exceptions import ConfigError, DeploymentError
 from flcore.experiment.status import PROGRESS_FILE, STATUS_FILE, read_status
 from flcore.federation.registry import registered_sites
@@ -139,7 +139,7 @@ def serve(opts: ServeOptions, say: Say = print) -> int:
         insecure=opts.insecure,
     )
     try:
-        with Coordinator(service, say) as coordinator:
+        with stop_on_signals(), Coordinator(service, say) as coordinator:
             say(f"SuperLink ready on {opts.host}:{opts.port}; sites may join now")
             return submit(opts.run, coordinator.info, say)
     except KeyboardInterrupt:
