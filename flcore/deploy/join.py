@@ -195,7 +195,7 @@ def join(opts: JoinOptions, say: Say = print) -> int:
                 return cause.exit_code
             if time.monotonic() - started > 60:
                 delay = 1.0
-            say(f"flsuite: {cause.what} {cause.do.replace('after a pause', f'in {delay:.0f} s')}")
+            say(f"flsuite: {cause.text()} Joining again in {delay:.0f} s.")
             if stop.wait(delay):
                 say("flsuite: site stopped")
                 return 0

@@ -29,7 +29,7 @@ VERSION_EXIT = 8
 
 @dataclass(frozen=True)
 class Cause:
-    """Why a SuperNode stopped: ``what`` happened, what to ``do``, and whether trying again may help."""
+    """Why a SuperNode stopped: ``what`` happened, what to ``do`` (may be empty), whether trying again may help."""
 
     key: str
     what: str
@@ -38,7 +38,7 @@ class Cause:
     exit_code: int = 1
 
     def text(self) -> str:
-        return f"{self.what} {self.do}"
+        return f"{self.what} {self.do}".strip()
 
 
 def diagnose(tail: list[str], superlink: str, ca: Path | None, returncode: int | None) -> Cause:
@@ -76,8 +76,8 @@ def diagnose(tail: list[str], superlink: str, ca: Path | None, returncode: int |
         return Cause(
             "session-active",
             "The coordinator still counts this site's previous session as connected (a SuperNode stopped "
-            "without saying goodbye stays connected until its heartbeats are missed, at most about a minute).",
-            "Nothing to do: joining again after a pause.",
+            "without saying goodbye stays connected until it misses two heartbeats, about 20 s).",
+            "Nothing to do.",
             retry=True,
         )
     if "exit code: 302" in low:
@@ -92,22 +92,22 @@ def diagnose(tail: list[str], superlink: str, ca: Path | None, returncode: int |
         return Cause(
             "refused",
             f"The coordinator at {superlink} refused to activate this site: either its key is not registered "
-            "there, or its previous session still counts as connected (for up to a minute after it stopped).",
-            "Check with the coordinator that this site's key is registered; joining again after a pause.",
+            "there, or its previous session still counts as connected (for about 20 s after it stopped).",
+            "Check with the coordinator that this site's key is registered.",
             retry=True,
         )
     if "exit code: 305" in low:
         return Cause(
             "unreachable",
             f"The SuperNode could not connect to the coordinator at {superlink}.",
-            "Check the address and that the coordinator is running; joining again after a pause.",
+            "Check the address and that the coordinator is running.",
             retry=True,
         )
     return Cause(
         "lost",
         f"The SuperNode's session with the coordinator at {superlink} ended (exit code {returncode}): the coordinator "
         "restarted without this session, or dropped it.",
-        "Joining again after a pause.",
+        "",
         retry=True,
     )
 
