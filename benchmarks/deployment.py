@@ -95,7 +95,8 @@ class Processes:
 
 def _stamp_lines(proc: subprocess.Popen[bytes], path: Path) -> None:
     """Copy ``proc``'s output to ``path``, each line prefixed with the time it arrived (HH:MM:SS.mmm)."""
-    assert proc.stdout is not None
+    if proc.stdout is None:  # started with stdout=PIPE, which always gives one
+        raise RuntimeError("_stamp_lines needs a process started with stdout=subprocess.PIPE")
     with path.open("ab") as log:
         for line in proc.stdout:
             now = time.time()
