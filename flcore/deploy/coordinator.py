@@ -21,6 +21,7 @@ naming it, for the service manager to restart it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -193,7 +194,7 @@ class Coordinator:
             control=self.control.address,
             ca=str(self.control.ca) if self.control.ca else None,
             database=str(self.database),
-            pid=_own_pid(),
+            pid=os.getpid(),
         )
         write_text_atomic(self.state / INFO_FILE, json.dumps(asdict(info), indent=2) + "\n")
         self.info = info
@@ -268,12 +269,6 @@ class Coordinator:
         stop_tree(self.gateway, grace_s=5)
         stop_tree(self.superlink)  # SuperLink, SuperExec and ServerApp
         (self.state / INFO_FILE).unlink(missing_ok=True)
-
-
-def _own_pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 def _await_port(proc: subprocess.Popen[Any], host: str, port: int, log: Path, what: str, timeout_s: float = 60) -> None:

@@ -105,26 +105,24 @@ def explain_refusal(body: bytes, public_key_b64: str, database: Path) -> bytes:
     """
     import base64
     import binascii
-    import sqlite3
     import time
+
+    from flcore.exceptions import DeploymentError
+    from flcore.federation.registry import key_session
 
     if not public_key_b64:  # not a signed SuperNode request: nothing to look up
         return body
     try:
         payload = json.loads(body)
-        key = base64.b64decode(public_key_b64, validate=True)
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
-            row = db.execute(
-                "SELECT status, online_until FROM node WHERE public_key = ? AND status != 'unregistered'", (key,)
-            ).fetchone()
-    except (ValueError, binascii.Error, sqlite3.Error):  # not Flower's JSON error, or no readable state: as it was
+        session = key_session(database, base64.b64decode(public_key_b64, validate=True))
+    except (ValueError, binascii.Error, DeploymentError):  # not Flower's JSON error, or no readable state: as it was
         return body
     if not isinstance(payload, dict):
         return body
-    if row is None:
+    if session is None:
         payload["extra"] = NOT_REGISTERED + ": send it the site's public key (sites/<name>.pub) to register."
-    elif row[0] == "online":
-        left = max(0.0, float(row[1] or 0) - time.time())
+    elif session[0] == "online":
+        left = max(0.0, session[1] - time.time())
         payload["extra"] = f"{STILL_ACTIVE} for about {left:.0f} s more (it expires when heartbeats stop)."
     else:
         return body

@@ -212,8 +212,7 @@ def _echo(line: str) -> None:
 
 def _session(opts: JoinOptions, port: int, log: SupernodeLog, stop: threading.Event, say: Say) -> int:
     """One SuperNode (and its ClientApp worker) until it stops or ``stop`` is set; the SuperNode's exit code."""
-    log.tail.clear()
-    log.connected = False
+    log.new_session()
     cmd = supernode_command(opts, port)
     show(cmd, say)
     proc = subprocess.Popen(

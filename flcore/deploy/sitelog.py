@@ -130,6 +130,11 @@ class SupernodeLog:
         self._last_error = ""  # the latest exception line of the traceback being left out
         self._unreachable_said = False
 
+    def new_session(self) -> None:
+        """Forget the previous SuperNode's lines and connection: a new one starts."""
+        self.tail.clear()
+        self.connected = False
+
     def read(self, stream: TextIO) -> None:
         """Consume ``stream`` to its end (run in a thread)."""
         with self.path.open("a") as log:
