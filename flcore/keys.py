@@ -56,3 +56,8 @@ RESUMED_AFTER = "resumed-after"  # ConfigRecord: the last round completed before
 QUERY_TABLE_SUMMARY = "table_summary"  # query before the statistics round: each site's counts, sums, category sets
 SUMMARY_JSON = "summary-json"  # ConfigRecord in the reply: the site's summary as JSON ("" if it needs none)
 PREPROCESSING = "preprocessing-json"  # ConfigRecord in every later message: the federation's preprocessing, JSON
+
+# fedxgb-hist: what a site's session cost, in its train reply's MetricRecord
+XGB_SECONDS = "xgb-session-seconds"
+XGB_BYTES_SENT = "xgb-bytes-sent"  # on the communicator's sockets, as the kernel counts them
+XGB_BYTES_RECEIVED = "xgb-bytes-received"

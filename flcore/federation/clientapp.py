@@ -9,14 +9,16 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 
 from flcore import keys
 from flcore.config import RunConfig
 from flcore.data.preprocess import is_raw
 from flcore.data.site import FeatureStats, SiteSplit
 from flcore.exceptions import ConfigError
+from flcore.federation.collective import COLLECTIVE, worker_args
 from flcore.federation.mods.attack import attack_mod
 from flcore.federation.mods.compression import compression_mod
 from flcore.federation.mods.dropout import dropout_mod
@@ -28,6 +30,7 @@ from flcore.federation.strategies.averaging import array_view
 from flcore.governance.rules import Refusal
 from flcore.governance.siteguard import SiteGovernance, admit, ledger_of, plan_changed, run_facts, site_dp
 from flcore.learning.privacy import DpSgd, steps_per_epoch
+from flcore.learning.xgbsession import SessionFailed
 
 # --------------------------------------------------------------------------------------
 # The site's gate: every message of a run passes it first
@@ -215,16 +218,20 @@ def _train_core(
     mu = float(config.get(keys.PROXIMAL_MU, 0.0))  # type: ignore[arg-type]
     n = _training_records(task, split)
     dp = _round_dp(context, run, config, server_round, n) if cfg.privacy == "dp" else None
-    out = task.fit(
-        model,
-        split.train,
-        cfg,
-        first_round=server_round - 1,
-        num_rounds=1,
-        seed=_site_seed(cfg.seed, server_round, split.name),
-        proximal_mu=mu,
-        dp=dp,
-    )
+    if COLLECTIVE in config:  # fedxgb-hist: grow the round's trees together with the other sites
+        communicator = worker_args(json.loads(str(config[COLLECTIVE])), split.name, context.node_config)
+        out = task.fit_together(model, split.train, cfg, communicator, seed=cfg.seed)
+    else:
+        out = task.fit(
+            model,
+            split.train,
+            cfg,
+            first_round=server_round - 1,
+            num_rounds=1,
+            seed=_site_seed(cfg.seed, server_round, split.name),
+            proximal_mu=mu,
+            dp=dp,
+        )
     values: dict[str, Any] = {keys.NUM_EXAMPLES: len(split.train), keys.UNIT_WEIGHT: 1.0, **out}
     sent = task.update_arrays(model, cfg)
     norm = _update_norm(arrays, sent)
@@ -243,6 +250,8 @@ def _train(site: _SiteAccess, msg: Message, context: Context) -> Message:
         sent, values, name = _train_core(site, msg.content[keys.CONFIG], msg.content[keys.ARRAYS], context)  # type: ignore[arg-type]
     except Refused as refused:
         return refusal_error_reply(msg, refused.refusals)
+    except SessionFailed as failed:  # fedxgb-hist: the coordinator retries the round; the reason reaches its log
+        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=str(failed)), reply_to=msg)
     content = RecordDict({keys.ARRAYS: sent, keys.METRICS: MetricRecord(values), keys.SITE: site_record(name)})
     return Message(content=content, reply_to=msg)
 

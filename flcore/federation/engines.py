@@ -9,6 +9,7 @@ import os
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,13 @@ from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
+from flcore import keys
 from flcore import scenario as registry
 from flcore.data.site import SiteSplit
 from flcore.data.splitfiles import save_split
 from flcore.exceptions import ConfigError
 from flcore.federation.clientapp import make_client_app
+from flcore.federation.collective import COLLECTIVE
 from flcore.federation.monitor import RoundRecord
 from flcore.federation.plan import FederationOutcome, FederationPlan
 from flcore.federation.serverapp import make_server_app, run_federation
@@ -92,8 +95,11 @@ def run_federated_simulation(
     )
     outcome = FederationOutcome()
     cpus = max(1, os.cpu_count() or 1)
+    per_client = cfg.num_cpus_per_client
+    if cfg.strategy == "fedxgb-hist":  # every site waits in the session for the others: all must run at once
+        per_client = min(per_client, cpus / len(splits))
     backend_config = {
-        "client_resources": {"num_cpus": cfg.num_cpus_per_client, "num_gpus": 0.0},
+        "client_resources": {"num_cpus": per_client, "num_gpus": 0.0},
         "init_args": {"logging_level": "ERROR", "log_to_driver": False, "num_cpus": cpus},
     }
     run_simulation(
@@ -176,20 +182,24 @@ class LocalGrid(Grid):
         return [n for n in self.contexts if n not in self.down]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        replies = []
-        for msg in messages:
-            self.sent.append(msg)
-            dst = msg.metadata.dst_node_id
-            if dst in self.down or dst in self.silent:
-                continue
-            # Each node gets its own copy, as after a trip through the SuperLink.
-            incoming = Message(copy.deepcopy(msg.content), dst_node_id=dst, message_type=msg.metadata.message_type)
-            incoming.metadata.__dict__["_message_id"] = uuid.uuid4().hex
-            incoming.metadata.__dict__["_src_node_id"] = 0
-            reply = self.app(incoming, self.contexts[dst])
-            reply.metadata.__dict__["_src_node_id"] = dst
-            replies.append(reply)
-        return replies
+        messages = list(messages)
+        self.sent.extend(messages)
+        live = [m for m in messages if m.metadata.dst_node_id not in self.down | self.silent]
+        if not any(COLLECTIVE in m.content.config_records.get(keys.CONFIG, {}) for m in live):
+            return [self._deliver(m) for m in live]
+        # Sites that train together (fedxgb-hist) each wait in the session for the others: all at once.
+        with ThreadPoolExecutor(max_workers=len(live) or 1, thread_name_prefix="flsuite-site") as pool:
+            return list(pool.map(self._deliver, live))
+
+    def _deliver(self, msg: Message) -> Message:
+        dst = msg.metadata.dst_node_id
+        # Each node gets its own copy, as after a trip through the SuperLink.
+        incoming = Message(copy.deepcopy(msg.content), dst_node_id=dst, message_type=msg.metadata.message_type)
+        incoming.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+        incoming.metadata.__dict__["_src_node_id"] = 0
+        reply = self.app(incoming, self.contexts[dst])
+        reply.metadata.__dict__["_src_node_id"] = dst
+        return reply
 
     # -- unused by the suite's ServerApp -------------------------------------------------
     def create_message(

@@ -18,6 +18,7 @@ from flcore import scenario as scenario_registry
 from flcore.config import RunConfig, from_json, refuse_attack_outside_simulation, settings_of, to_dict, to_json
 from flcore.data.site import FeatureStats, list_site_dirs
 from flcore.federation.checkpoint import Checkpoint
+from flcore.federation.collective import TlsFiles
 from flcore.federation.monitor import FederationMonitor, RoundRecord
 from flcore.governance.policy import load_policy
 from flcore.governance.rules import Refusal
@@ -51,6 +52,9 @@ class FederationPlan:
     #: fitted), and what each site disclosed for it (:mod:`flcore.federation.preprocessing`).
     preprocessing: str | None = None
     disclosures: list[dict[str, Any]] = field(default_factory=list)
+    #: A deployment's ``fedxgb-hist``: the coordinator's certificates for XGBoost's federated server, and its port.
+    collective_tls: TlsFiles | None = None
+    collective_port: int = 0
 
 
 @dataclass

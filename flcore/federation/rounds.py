@@ -37,6 +37,7 @@ def run_rounds(
     evaluate_config: ConfigRecord,
     after_round: Callable[[int, ArrayRecord], None],
     site_names: Callable[[Iterable[int]], list[str]] | None = None,
+    on_retry: Callable[[int, int, list[str]], None] | None = None,
 ) -> ArrayRecord:
     """Run rounds ``first_round`` .. ``num_rounds`` of ``strategy``; returns the final global model.
 
@@ -69,6 +70,11 @@ def run_rounds(
         ``after_round(server_round, arrays)`` after each completed round.
     site_names : callable
         Names of node ids, for error messages.
+    on_retry : callable, optional
+        ``on_retry(server_round, attempt, silent_sites)`` when a round's training step
+        is tried again: a strategy whose sites train together (``round_attempts`` > 1,
+        :class:`~flcore.federation.strategies.xgbhist.FedXgbHist`) retries a step that
+        some sampled site did not answer, since the others' work failed with it.
 
     Raises
     ------
@@ -94,6 +100,7 @@ def run_rounds(
     screen = _screen_of(strategy)
     if screen is not None:
         screen.min_usable = min_sites
+    attempts = max(1, int(_attribute(strategy, "round_attempts", 1)))
     for server_round in range(first_round, num_rounds + 1):
         connected = wait_for_sites(grid, min_sites, timeout)
         if len(connected) < min_sites:
@@ -105,10 +112,15 @@ def run_rounds(
                 f"Round {server_round} could not start: only {len(connected)} site(s) connected after "
                 f"waiting {timeout:.0f} s, and min-sites={min_sites}.",
             )
-        random.seed(f"{seed}/{server_round}/train")  # Flower samples nodes with the `random` module
-        messages = list(strategy.configure_train(server_round, arrays, train_config, grid))
-        replies = list(grid.send_and_receive(messages, timeout=timeout))
-        answered = {m.metadata.src_node_id for m in replies if not m.has_error()}
+        for attempt in range(1, attempts + 1):
+            random.seed(f"{seed}/{server_round}/train")  # Flower samples nodes with the `random` module
+            messages = list(strategy.configure_train(server_round, arrays, train_config, grid))
+            replies = list(grid.send_and_receive(messages, timeout=timeout))
+            answered = {m.metadata.src_node_id for m in replies if not m.has_error()}
+            if attempt == attempts or len(answered) == len(messages):
+                break
+            if on_retry is not None:
+                on_retry(server_round, attempt, _silent(messages, replies, answered, site_names)[0])
         missing, errors = _silent(messages, replies, answered, site_names)
         if len(answered) < min_sites:
             raise QuorumError(
@@ -159,6 +171,15 @@ def _screen_of(strategy: Any) -> ScreenedUpdates | None:
             return strategy
         strategy = getattr(strategy, "strategy", None)
     return None
+
+
+def _attribute(strategy: Any, name: str, default: Any) -> Any:
+    """``name`` of the first strategy that has it, among ``strategy`` and those it wraps (``.strategy``)."""
+    while strategy is not None:
+        if name in vars(type(strategy)) or name in vars(strategy):
+            return getattr(strategy, name)
+        strategy = vars(strategy).get("strategy")
+    return default
 
 
 def _silent(

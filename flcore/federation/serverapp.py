@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from flcore import keys
 from flcore import scenario as scenario_registry
 from flcore.config import to_dict
 from flcore.data.site import FeatureStats
-from flcore.exceptions import DataValidationError, FlsuiteError, GovernanceError
+from flcore.exceptions import ConfigError, DataValidationError, FlsuiteError, GovernanceError
 from flcore.federation.checkpoint import (
     RESUME_EXEMPT,
     Checkpoint,
@@ -24,6 +25,7 @@ from flcore.federation.checkpoint import (
     restore_strategy,
     write_checkpoint,
 )
+from flcore.federation.collective import FEDERATED_MISSING, federated_available, open_session
 from flcore.federation.flowerwaits import is_deployment
 from flcore.federation.grid import MonitoredGrid
 from flcore.federation.mods.attack import ATTACKERS, choose_attackers
@@ -35,6 +37,7 @@ from flcore.federation.preprocessing import collect_preprocessing, needs_preproc
 from flcore.federation.registry import registered_sites
 from flcore.federation.rounds import QuorumError, run_rounds, wait_for_sites
 from flcore.federation.strategies import build_strategy, min_evaluate_per_round, min_sites_per_round
+from flcore.federation.strategies.xgbhist import SessionOpener
 from flcore.governance.rules import refusal_error
 from flcore.learning.privacy import CLIENT_ACCOUNTANT, SAMPLE_ACCOUNTANT
 
@@ -187,12 +190,18 @@ def _run_strategy(
 ) -> ArrayRecord:
     """The strategy's rounds (from the checkpoint's next round when resuming), checkpointed after each."""
     cfg = plan.cfg
+    together = (
+        {"open_session": session_opener(plan, grid), "on_disagree": monitor.record_rejection}
+        if cfg.strategy == "fedxgb-hist"
+        else {}
+    )
     strategy = build_strategy(
         cfg,
         plan.num_sites,
         on_reject=monitor.record_rejection,
         train_metrics_aggr_fn=monitor.aggregate_train,
         evaluate_metrics_aggr_fn=monitor.aggregate_evaluate,
+        **together,
     )
     inner: Any = strategy
     while inner is not None and not hasattr(inner, "spent_epsilon"):  # the DP wrapper, under any other
@@ -257,6 +266,7 @@ def _run_strategy(
             evaluate_config=common_config(plan),
             after_round=after_round,
             site_names=names,
+            on_retry=_retry_recorder(plan),
         )
     except QuorumError as err:
         if plan.audit is not None:
@@ -278,6 +288,42 @@ def _run_strategy(
         raise QuorumError(
             err.server_round, err.answered, err.needed, err.missing, str(err) + hint, rejected=err.rejected
         ) from None
+
+
+def session_opener(plan: FederationPlan, grid: Grid) -> SessionOpener:
+    """How ``fedxgb-hist`` starts each round's communicator: rabit on loopback in simulation, else federated TLS.
+
+    Raises
+    ------
+    ConfigError
+        In a deployment without the coordinator's certificates (a plain-text trial).
+    FlsuiteError
+        In a deployment whose XGBoost lacks the federated communicator (:data:`FEDERATED_MISSING`).
+    """
+    if not is_deployment(grid):
+        return lambda sites: open_session("rabit", sites)
+    tls = plan.collective_tls
+    if tls is None:
+        raise ConfigError(
+            "strategy=fedxgb-hist in a deployment runs XGBoost's communicator over mutual TLS with the run's "
+            "certificates, and this coordinator has none (a plain-text trial?). Start the coordinator with --certs, "
+            "or use --strategy fedxgb-bagging."
+        )
+    if not federated_available():
+        raise FlsuiteError(FEDERATED_MISSING)
+    return lambda sites: open_session("federated", sites, tls, plan.collective_port)
+
+
+def _retry_recorder(plan: FederationPlan) -> Callable[[int, int, list[str]], None]:
+    """Writes a retried training step to the audit trail (and the coordinator's log)."""
+
+    def record(server_round: int, attempt: int, silent: list[str]) -> None:
+        log = logging.getLogger("flcore")
+        log.warning("round %d: training step failed at %s; trying again (%d)", server_round, silent, attempt + 1)
+        if plan.audit is not None:
+            plan.audit.append("round-retry", run=plan.run_id, round=server_round, attempt=attempt, failed=silent)
+
+    return record
 
 
 def check_resumable(resume: Checkpoint, plan: FederationPlan) -> None:

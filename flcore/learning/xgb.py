@@ -9,6 +9,10 @@ A booster travels as ``bst.save_raw("json")`` in one ``uint8`` array (Flower's
   ensemble (Flower appends the first tree of each reply, hence one local round).
 * **Cyclic** (``fedxgb-cyclic``): one site per round, in turn, boosts on the
   whole ensemble and sends it back; the server takes it as the new global model.
+* **Histogram** (``fedxgb-hist``, the default): every round, all sites grow
+  ``local-epochs`` trees together with XGBoost's distributed learner
+  (:meth:`XGBoostTask.fit_together`, :mod:`flcore.federation.strategies.xgbhist`); each
+  sends back the whole ensemble, the same at every site.
 
 The global ensemble starts with no tree and the federation's fraud rate as its
 base score (from the counts of the statistics round), so every site's trees
@@ -34,7 +38,7 @@ from flcore.exceptions import ConfigError
 from flcore.learning import metrics
 
 #: Strategies that exchange boosters instead of averaging arrays.
-TREE_STRATEGIES = ("fedxgb-bagging", "fedxgb-cyclic")
+TREE_STRATEGIES = ("fedxgb-hist", "fedxgb-bagging", "fedxgb-cyclic")
 
 
 @dataclass
@@ -225,6 +229,45 @@ class XGBoostTask:
         )
         return {keys.TRAIN_LOSS: float(history["train"]["logloss"][-1])}
 
+    def fit_together(
+        self,
+        model: XGBoostModel,
+        data: SiteData,
+        cfg: RunConfig,
+        communicator: Mapping[str, Any],
+        *,
+        seed: int,
+    ) -> dict[str, float]:
+        """Grow ``local-epochs`` trees on ``data`` together with the other sites of a session (``fedxgb-hist``).
+
+        ``communicator`` holds this site's ``xgboost.collective.init`` keys. The
+        session runs in its own process (:func:`flcore.learning.xgbsession.grow_in_subprocess`),
+        killed after ``reply-timeout`` seconds. The metrics add the session's seconds
+        and the bytes this site sent and received on the communicator's sockets.
+
+        Raises
+        ------
+        SessionFailed
+            When the session did not finish (another site left it, or the timeout).
+        """
+        from flcore.learning.xgbsession import grow_in_subprocess
+
+        model.loaded_trees = model.trees
+        result = grow_in_subprocess(
+            self._params(seed),
+            data.x,
+            data.y,
+            booster_bytes(model.booster),
+            cfg.local_epochs,
+            communicator,
+            timeout_s=cfg.reply_timeout,
+        )
+        model.booster = booster_from_bytes(result.booster)
+        out = {keys.TRAIN_LOSS: result.train_loss, keys.XGB_SECONDS: result.seconds}
+        if result.bytes_sent is not None and result.bytes_received is not None:
+            out.update({keys.XGB_BYTES_SENT: result.bytes_sent, keys.XGB_BYTES_RECEIVED: result.bytes_received})
+        return out
+
     def predict(self, model: XGBoostModel, x: np.ndarray) -> np.ndarray:
         import xgboost as xgb
 
@@ -252,16 +295,16 @@ class XGBoostTask:
         model.loaded_trees = model.trees
 
     def update_arrays(self, model: XGBoostModel, cfg: RunConfig) -> ArrayRecord:
-        """What a site sends after training: its new trees (bagging) or the whole ensemble (cyclic)."""
-        if cfg.strategy == "fedxgb-cyclic":
+        """What a site sends after training: its new trees (bagging) or the whole ensemble (cyclic, hist)."""
+        if cfg.strategy != "fedxgb-bagging":
             return self.model_arrays(model)
         return booster_record(booster_bytes(model.booster[model.loaded_trees : model.trees]))
 
     def baseline_rounds(self, cfg: RunConfig, num_sites: int) -> int:
         """Rounds the baselines train so that they grow as many trees as the federated ensemble.
 
-        Bagging adds one tree per site per round; cyclic adds ``local-epochs`` trees
-        per round from one site.
+        Bagging adds one tree per site per round; cyclic and hist add ``local-epochs``
+        trees per round.
         """
         return cfg.num_server_rounds * (num_sites if cfg.strategy == "fedxgb-bagging" else 1)
 
@@ -270,7 +313,7 @@ class XGBoostTask:
         if cfg.strategy not in TREE_STRATEGIES:
             raise ConfigError(
                 f"model=xgboost needs a tree strategy ({', '.join(TREE_STRATEGIES)}), not strategy={cfg.strategy}: "
-                "boosters are merged tree by tree, not averaged. Use --strategy fedxgb-bagging."
+                "boosters are merged tree by tree, not averaged. Use --strategy fedxgb-hist."
             )
         if cfg.strategy == "fedxgb-bagging" and cfg.local_epochs != 1:
             raise ConfigError(

@@ -30,6 +30,7 @@ from flcore.federation.strategies.compressed import CompressedUpdates
 from flcore.federation.strategies.dp import ClientLevelDp
 from flcore.federation.strategies.screen import RejectFn, ScreenedUpdates
 from flcore.federation.strategies.sizeweighted import FedAvgSizeWeighted
+from flcore.federation.strategies.xgbhist import FedXgbHist
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,15 @@ REGISTRY: dict[str, StrategySpec] = {
                 **kw,
             ),
             min_sites=_krum_min_sites,
+        ),
+        StrategySpec(
+            "fedxgb-hist",
+            "XGBoost: all sites grow every tree together from summed histograms, local-epochs trees a round "
+            "(model=xgboost; at least 3 sites).",
+            "Chen & Guestrin, KDD 2016 (distributed hist); NVIDIA FLARE's histogram-based XGBoost",
+            lambda cfg, kw, k: FedXgbHist(**kw),
+            # Two sites could each subtract their own histograms from the sum and read the other's.
+            min_sites=lambda cfg: 3,
         ),
         StrategySpec(
             "fedxgb-bagging",
