@@ -292,7 +292,10 @@ FINANCE = "finance-five-banks"
     ("values", "message"),
     [
         ({"model": "xgboost", "strategy": "fedavg"}, r"model=xgboost needs a tree strategy .*not strategy=fedavg"),
-        ({"model": "xgboost", "local-epochs": 2}, r"fedxgb-bagging with local-epochs=2: .*Set local-epochs=1"),
+        (
+            {"model": "xgboost", "strategy": "fedxgb-bagging", "local-epochs": 2},
+            r"fedxgb-bagging with local-epochs=2: .*Set local-epochs=1",
+        ),
         ({"model": "xgboost", "privacy": "dp"}, r"model=xgboost does not support privacy=dp.*Set privacy=none"),
         (
             {"model": "xgboost", "update-compression": "int8"},
@@ -313,7 +316,8 @@ def test_configure_refuses_settings_trees_cannot_run(values: dict[str, object], 
 def test_model_xgboost_brings_its_own_defaults() -> None:
     cfg, params = registry.get(FINANCE).configure({"model": "xgboost"})
     assert params.model == "xgboost"
-    assert cfg.strategy == "fedxgb-bagging" and cfg.local_epochs == 1
+    # 10 rounds of 30 trees grown by all banks together: as many trees as the baselines' 300.
+    assert cfg.strategy == "fedxgb-hist" and (cfg.num_server_rounds, cfg.local_epochs) == (10, 30)
     # Cyclic may boost several rounds per turn; the user's own settings win over the model defaults.
     cfg, _ = registry.get(FINANCE).configure({"model": "xgboost", "strategy": "fedxgb-cyclic", "local-epochs": 3})
     assert cfg.strategy == "fedxgb-cyclic" and cfg.local_epochs == 3
@@ -346,6 +350,8 @@ def test_cli_run_with_xgboost(tmp_path: Path) -> None:
             "model=xgboost",
             "--set",
             "xgb-max-depth=3",
+            "--set",
+            "local-epochs=4",
             "--rounds",
             "3",
             "--out",
@@ -358,7 +364,7 @@ def test_cli_run_with_xgboost(tmp_path: Path) -> None:
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     validate_results(results)
-    assert results["config"]["strategy"] == "fedxgb-bagging" and results["config"]["local-epochs"] == 1
+    assert results["config"]["strategy"] == "fedxgb-hist"
     assert results["params"]["model"] == "xgboost"
     for arm in ("federated", "centralised", "local_only"):
         pr_auc = results["arms"][arm]["union"]["pr_auc"]
@@ -373,3 +379,16 @@ def test_cli_run_with_xgboost(tmp_path: Path) -> None:
         hashes.append(r["aggregate_hash"])
     assert len(set(hashes)) == 3  # the ensemble grew every round
     assert fed["rejected_updates"] == {}
+    # What the communicator cost each bank, measured on its sockets, and who could see what.
+    collective = fed["collective"]
+    assert collective["trees"] == 12 and collective["max_bin"] == 256
+    assert set(collective["per_site"]) == banks and collective["bytes_measured"]
+    for cost in collective["per_site"].values():
+        assert cost["bytes_sent"] > 0 and cost["bytes_received"] > 0 and cost["session_seconds"] > 0
+    assert "gradient and hessian sums" in collective["trust"]["coordinator"]
+    # The same number of trees in every arm, and no cover statistics in any exported model.
+    for folder in ("federated", "centralised", "local_only/bank_a"):
+        exported = json.loads((out / "models" / folder / "model.json").read_text())
+        trees = exported["learner"]["gradient_booster"]["model"]["trees"]
+        assert len(trees) == 12, folder
+        assert all(h == 0.0 for t in trees for h in t["sum_hessian"]), folder

@@ -12,6 +12,7 @@ from typing import Any
 from flcore.config import RunConfig
 from flcore.data.site import SiteSplit
 from flcore.exceptions import FlsuiteError
+from flcore.experiment.histcost import collective_record
 from flcore.experiment.prepare import PreparedData
 from flcore.experiment.scoring import compression, curve_json, participation, score_federated
 from flcore.federation.engines import engine_for
@@ -112,6 +113,8 @@ def federate(
         compression=compression(monitor.rounds, cfg),
         privacy=outcome.privacy,
     )
+    if cfg.strategy == "fedxgb-hist":
+        arm["collective"] = collective_record(monitor.rounds, cfg, params, deployed=False)
     arm["rejected_updates"] = monitor.rejected_per_site()
     if cfg.attack != "none":
         arm["attack"] = describe_attack(cfg, outcome.attackers)

@@ -3,7 +3,7 @@
 One folder per model::
 
     model.safetensors   torch weights (safetensors: tensors only; pickle would run code on load)
-    model.json          or XGBoost's own JSON for a tree ensemble
+    model.json          or XGBoost's own JSON for a tree ensemble (cover statistics removed: xgb.without_cover)
     manifest.json       what the model is and how to use it, with the SHA-256 of every file
 
 The manifest also holds ``digest``, the SHA-256 of its own canonical JSON (without that
@@ -35,9 +35,9 @@ TREE_WEIGHTS = "model.json"
 def model_files(family: str, model: Any) -> dict[str, bytes]:
     """A model's weight file(s), by name: safetensors for torch, XGBoost JSON for trees."""
     if family == "xgboost":
-        from flcore.learning.xgb import booster_bytes
+        from flcore.learning.xgb import booster_bytes, without_cover
 
-        return {TREE_WEIGHTS: booster_bytes(model.booster)}
+        return {TREE_WEIGHTS: without_cover(booster_bytes(model.booster))}
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

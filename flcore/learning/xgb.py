@@ -145,6 +145,21 @@ def perturb_leaves(raw: bytes, first_tree: int, change: Callable[[np.ndarray], n
     return json.dumps(model).encode()
 
 
+def without_cover(raw: bytes) -> bytes:
+    """The booster with every node's cover (``sum_hessian``: its training rows' hessian sum) set to zero.
+
+    A node's cover is close to a count of the training rows that reached it
+    (``p(1-p)`` per row under logistic loss), so a federated model's covers tell whoever
+    holds it how many of the federation's records fall in each region of the feature
+    space. Predictions do not use them (they are unchanged, bit for bit); SHAP values
+    (``pred_contribs``) do, and come out undefined (NaN) without them.
+    """
+    model = json.loads(raw)
+    for tree in model["learner"]["gradient_booster"]["model"]["trees"]:
+        tree["sum_hessian"] = [0.0] * len(tree["sum_hessian"])
+    return json.dumps(model, separators=(",", ":")).encode()
+
+
 def tree_count(raw: bytes) -> int:
     """Trees in a booster's JSON."""
     return len(json.loads(raw)["learner"]["gradient_booster"]["model"]["trees"])

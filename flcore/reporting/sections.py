@@ -290,8 +290,56 @@ def run_blocks(run: RunFolder, level: int = 2, with_cost_figure: bool = True) ->
         eps = plots.utility_vs_epsilon([run])
         if eps:
             blocks.append(Figure("utility against privacy", eps, EPS_CAPTION))
+    blocks += _collective_blocks(run, h)
     blocks += [Heading(h, "Per seed"), _seeds_table(run, noun), Heading(h, "Settings"), Para(_settings(run))]
     return blocks
+
+
+def _collective_blocks(run: RunFolder, h: int) -> list[Any]:
+    """fedxgb-hist: the communicator's traffic per site and per tree, and who could see what."""
+    records = [r["arms"]["federated"]["collective"] for r in run.runs if r["arms"]["federated"].get("collective")]
+    if not records:
+        return []
+    first = records[0]
+    noun = site_noun(run.summary["scenario"])
+    rows = []
+    for site in first["per_site"]:
+        entries = [rec["per_site"][site] for rec in records if site in rec["per_site"]]
+        mean = {
+            k: sum(e[k] for e in entries) / len(entries) for k in ("bytes_sent", "bytes_received", "session_seconds")
+        }
+        per_tree = sum(e["bytes_per_tree"] for e in entries) / len(entries)
+        rows.append(
+            [
+                site,
+                f"{mean['bytes_sent'] / 1e6:.1f}" if first["bytes_measured"] else "not measured",
+                f"{mean['bytes_received'] / 1e6:.1f}" if first["bytes_measured"] else "not measured",
+                f"{per_tree / 1e3:.0f}" if first["bytes_measured"] else "not measured",
+                f"{mean['session_seconds']:.1f}",
+            ]
+        )
+    trust = first["trust"]
+    return [
+        Heading(h, "Histogram-based XGBoost: traffic and who sees what"),
+        Para(
+            f"{first['trees']} trees, {first['trees_per_round']} a round, {first['max_bin']} bins per feature, over "
+            f"{first['communicator']}. Bytes are counted by the kernel on each {noun}'s communicator sockets "
+            f"(mean over {len(records)} seed(s)); the model sent with each round's Flower messages is in the costs "
+            "above. Seconds per tree, coordinator's view: "
+            + ", ".join(f"{rec['seconds_per_tree']:.3f}" for rec in records if rec["seconds_per_tree"] is not None)
+            + "."
+        ),
+        Table([noun, "MB sent", "MB received", "kB per tree (both ways)", "session seconds"], rows),
+        Bullets(
+            [
+                f"**The coordinator** {trust['coordinator']}",
+                f"**The other {noun}s** {trust['other_sites']}",
+                f"**Not protected:** {trust['not_protected']}",
+                f"**The exported model** holds {trust['exported_model']}",
+                "**Hardening:** " + "; ".join(str(v) for v in first["hardening"].values() if v is not True) + ".",
+            ]
+        ),
+    ]
 
 
 def _curve_caption(run: RunFolder) -> str:

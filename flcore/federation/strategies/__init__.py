@@ -209,6 +209,11 @@ def build_strategy(cfg: RunConfig, num_sites: int, on_reject: RejectFn | None = 
     spec = get_spec(cfg.strategy)
     per_round = spec.per_round(cfg, num_sites)
     needed = max(spec.min_sites(cfg), 1)
+    if num_sites < needed:
+        raise ConfigError(
+            f"Strategy '{cfg.strategy}' needs at least {needed} sites, and this federation has {num_sites}. "
+            "Add sites or choose another strategy (see `flsuite strategies`)."
+        )
     if per_round < needed:
         raise ConfigError(
             f"Strategy '{cfg.strategy}' needs at least {needed} sites per round, but "
