@@ -77,6 +77,12 @@ def _add_coordinator_options(p: argparse.ArgumentParser) -> None:
         "--host", default="127.0.0.1", help="address the sites connect to (default 127.0.0.1; 0.0.0.0 for all)"
     )
     p.add_argument("--port", type=int, default=9092, help="the Fleet API's port, for the sites (default 9092)")
+    p.add_argument(
+        "--xgb-port",
+        type=int,
+        default=9094,
+        help="strategy=fedxgb-hist: the port of XGBoost's federated server (mutual TLS; default 9094)",
+    )
     p.add_argument("--insecure", action="store_true", help="plain-text transport (trials on one machine only)")
 
 

@@ -75,6 +75,7 @@ def cmd_coordinator_start(args: argparse.Namespace) -> int:
         control=args.control,
         sites=_sites(args),
         insecure=args.insecure,
+        xgb_port=args.xgb_port,
     )
     return run_coordinator(options, say=_say)
 
@@ -97,6 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         certs=Path(args.certs) if args.certs else None,
+        xgb_port=args.xgb_port,
         sites=_sites(args),
         insecure=args.insecure,
     )

@@ -32,6 +32,7 @@ ca.crt                    -> every site and the coordinator (the trust root for 
 superlink.crt, .key       -> stay on the coordinator (the SuperLink's TLS certificate and key)
 ca.key                    -> move offline (USB stick, vault); only needed to issue a new SuperLink certificate
 sites/<name>.key          -> site <name> only, together with ca.crt (flower-supernode --auth-supernode-private-key)
+sites/<name>.crt          -> site <name>, next to its key: its client certificate for federated XGBoost (fedxgb-hist)
 sites/*.pub               -> stay on the coordinator, to register each site (flwr supernode register sites/<name>.pub)
 
 Never send a site another site's key, and never copy ca.key or superlink.key off the coordinator.
@@ -164,6 +165,17 @@ def _build(tmp: Path, sites: list[str], hosts: list[x509.GeneralName], days: int
         pub = key.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)
         _write(tmp / "sites" / f"{site}.key", ssh, private=True)
         _write(tmp / "sites" / f"{site}.pub", pub + f" {site}\n".encode())
+        # The same key's client certificate: the bank's identity in XGBoost's federated communicator
+        # (strategy=fedxgb-hist), whose gRPC server accepts only clients the CA signed.
+        client = (
+            _builder(site, ca_cert.subject, key, days)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(digital_signature=True), critical=True)
+            .add_extension(ca_aki, critical=False)
+            .sign(ca_key, hashes.SHA384())
+        )
+        _write(tmp / "sites" / f"{site}.crt", client.public_bytes(Encoding.PEM))
     _write(tmp / "README.txt", README.encode())
 
 
@@ -300,10 +312,25 @@ def public_key_line(private_key: Path) -> str:
     ConfigError
         If the file cannot be read or is not an unencrypted OpenSSH EC private key.
     """
+    return _site_key(private_key).public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
+
+
+def pem_private_key(private_key: Path) -> bytes:
+    """A site's OpenSSH private key as PEM (PKCS#8), the form gRPC's TLS reads (XGBoost's federated client).
+
+    Raises
+    ------
+    ConfigError
+        As :func:`public_key_line`.
+    """
+    return _site_key(private_key).private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+
+
+def _site_key(private_key: Path) -> ec.EllipticCurvePrivateKey:
     try:
         key = serialization.load_ssh_private_key(Path(private_key).read_bytes(), password=None)
     except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as err:
         raise ConfigError(f"Cannot read the site key {private_key}: {err}.") from err
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ConfigError(f"Site key {private_key} is not an ECDSA key; Flower needs one (ssh-keygen -t ecdsa -b 384).")
-    return key.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
+    return key

@@ -63,6 +63,7 @@ class CoordinatorOptions:
     control: str = "127.0.0.1:9093"  # the SuperLink itself: Control and Runtime APIs, loopback
     sites: list[str] | None = None  # register only these sites' keys (default: every sites/*.pub)
     insecure: bool = False
+    xgb_port: int = 9094  # XGBoost's federated server for fedxgb-hist runs (all interfaces: XGBoost's choice)
 
 
 @dataclass
@@ -75,18 +76,32 @@ class CoordinatorInfo:
     ca: str | None  # the CA that signed the SuperLink's certificate (None: plain text)
     database: str
     pid: int
+    #: fedxgb-hist: XGBoost's federated server's certificate, key and port (None: a plain-text coordinator).
+    xgb_server: dict[str, Any] | None = None
 
     @classmethod
     def read(cls, state: Path) -> CoordinatorInfo:
         path = state / INFO_FILE
         try:
             data = json.loads(path.read_text())
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+            optional = {"xgb_server"}  # absent from files written before it existed
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k not in optional or k in data})
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ConfigError(
                 f"{path} does not describe a coordinator service ({err}). Pass the folder given to "
                 "`flsuite coordinator start --state`, and start the service first."
             ) from err
+
+    def collective_config(self) -> dict[str, Any]:
+        """Run-config keys with which a fedxgb-hist run starts XGBoost's federated server (none without TLS)."""
+        if not self.xgb_server or not self.ca:
+            return {}
+        return {
+            "xgb-server-cert": self.xgb_server["cert"],
+            "xgb-server-key": self.xgb_server["key"],
+            "xgb-ca": self.ca,
+            "xgb-port": int(self.xgb_server["port"]),
+        }
 
     def control_api(self) -> Control:
         return Control(Path(self.state) / "flwr-home", self.control, Path(self.ca) if self.ca else None)
@@ -195,6 +210,11 @@ class Coordinator:
             ca=str(self.control.ca) if self.control.ca else None,
             database=str(self.database),
             pid=os.getpid(),
+            xgb_server=(
+                {"cert": str(self.bundle.server_cert), "key": str(self.bundle.server_key), "port": self.opts.xgb_port}
+                if self.bundle is not None
+                else None
+            ),
         )
         write_text_atomic(self.state / INFO_FILE, json.dumps(asdict(info), indent=2) + "\n")
         self.info = info

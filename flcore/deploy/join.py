@@ -27,14 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from flcore.data.site import SITE_STATE
-from flcore.deploy.certs import public_key_line
+from flcore.deploy.certs import pem_private_key, public_key_line
 from flcore.deploy.processes import Say, die_with_parent, flower_env, free_port, show, stop_tree
 from flcore.deploy.sitelog import SupernodeLog, diagnose
 from flcore.deploy.supernode import supernode_command_prefix
 from flcore.deploy.worker import WORKER_FAILED_EXIT
 from flcore.exceptions import ConfigError, DeploymentError, FlsuiteError
 from flcore.experiment.sitecheck import check_sites
+from flcore.federation.collective import NODE_CA, NODE_CLIENT_CERT, NODE_CLIENT_KEY, NODE_HOST
 from flcore.governance.policy import load_policy
+from flcore.outputs import atomic_write
 
 #: How ``flsuite site join`` runs the site's ClientApp (see :class:`JoinOptions`); the environment
 #: variable ``FLSUITE_CLIENTAPP`` chooses it where the command line does not.
@@ -81,6 +83,7 @@ def supernode_command(opts: JoinOptions, port: int) -> list[str]:
     config = {"data-dir": opts.data.resolve()}
     if opts.policy is not None:
         config["policy"] = opts.policy.resolve()
+    config.update(collective_identity(opts))
     for key, path in config.items():
         if '"' in str(path) or " " in str(path):
             raise ConfigError(
@@ -103,6 +106,29 @@ def supernode_command(opts: JoinOptions, port: int) -> list[str]:
     if opts.clientapp == "warm":  # the ClientApp worker, not a SuperExec of the SuperNode's, takes the messages
         cmd += ["--isolation", "process"]
     return [*cmd, "--node-config", node_config, "--port", str(port)]
+
+
+def collective_identity(opts: JoinOptions) -> dict[str, Any]:
+    """Node config for XGBoost's federated communicator (``fedxgb-hist``): where and as whom the bank connects.
+
+    The bank connects out to the host of its ``--superlink``, verifies the coordinator
+    with ``--ca``, and shows ``sites/<name>.crt`` (the client certificate ``flsuite
+    certs init`` issued for its key, next to the key), with the key itself as PEM
+    (written, readable by this user only, to the site's state folder). Empty when the
+    site has no such certificate or runs without TLS: a fedxgb-hist run then tells the
+    coordinator what is missing.
+    """
+    if opts.insecure or opts.key is None or opts.ca is None or not opts.key.with_suffix(".crt").is_file():
+        return {}
+    pem = opts.data.resolve() / SITE_STATE / "xgb-client.key"
+    with atomic_write(pem, "wb", permissions=0o600) as fh:
+        fh.write(pem_private_key(opts.key))
+    return {
+        NODE_HOST: opts.superlink.rpartition(":")[0].strip("[]"),
+        NODE_CA: opts.ca.resolve(),
+        NODE_CLIENT_CERT: opts.key.with_suffix(".crt").resolve(),
+        NODE_CLIENT_KEY: pem,
+    }
 
 
 def clientapp_worker_command(port: int, parent_pid: int) -> list[str]:

@@ -53,6 +53,7 @@ class ServeOptions:
     certs: Path | None = None
     sites: Sequence[str] | None = None  # register only these sites' keys (default: every sites/*.pub)
     insecure: bool = False
+    xgb_port: int = 9094
 
 
 def write_app_project(folder: Path, name: str, config: Mapping[str, Any]) -> Path:
@@ -115,6 +116,7 @@ def submit(opts: RunOptions, coordinator: CoordinatorInfo, say: Say = print) -> 
         "audit-file": str((opts.audit_file or out / "audit.jsonl").resolve()),
         "resume-from": str(opts.resume_from.resolve()) if opts.resume_from else "",
         "site-registry": coordinator.database if registered else "",
+        **coordinator.collective_config(),
         **{k: v for k, v in opts.run_config.items() if k != "num-sites-expected"},
     }
     app = write_app_project(out / ".app", "flsuite-federation", config)
@@ -137,6 +139,7 @@ def serve(opts: ServeOptions, say: Say = print) -> int:
         control=f"127.0.0.1:{free_port()}",
         sites=list(opts.sites) if opts.sites else None,
         insecure=opts.insecure,
+        xgb_port=opts.xgb_port,
     )
     try:
         with stop_on_signals(), Coordinator(service, say) as coordinator:

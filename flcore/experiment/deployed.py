@@ -19,11 +19,13 @@ from flwr.serverapp import Grid, ServerApp
 from flcore import scenario
 from flcore.exceptions import FlsuiteUserError
 from flcore.experiment.export import MODELS, export_federated, label_meaning
+from flcore.experiment.histcost import collective_record
 from flcore.experiment.progress import round_line
 from flcore.experiment.results import federated_only_results, preprocessing_record, write_json
 from flcore.experiment.scoring import federated_model
 from flcore.experiment.status import PROGRESS_FILE, RESULTS_FILE, STATUS_FILE, write_status
 from flcore.federation.checkpoint import CHECKPOINT_FILE, read_checkpoint
+from flcore.federation.collective import TlsFiles
 from flcore.federation.plan import plan_from_run_config
 from flcore.federation.serverapp import run_federation
 from flcore.governance.audit import AuditTrail
@@ -65,6 +67,13 @@ def serverapp_main(grid: Any, context: Any) -> None:
             plan.audit = AuditTrail(Path(str(run_config["audit-file"])))
         if run_config.get("site-registry"):
             plan.registry = Path(str(run_config["site-registry"]))
+        if run_config.get("xgb-server-cert"):  # fedxgb-hist: XGBoost's federated server, with the run's TLS
+            plan.collective_tls = TlsFiles(
+                Path(str(run_config["xgb-server-cert"])),
+                Path(str(run_config["xgb-server-key"])),
+                Path(str(run_config["xgb-ca"])),
+            )
+            plan.collective_port = int(run_config.get("xgb-port", 9094))
         if run_config.get("resume-from"):
             plan.resume = read_checkpoint(Path(str(run_config["resume-from"])))
             plan.run_id = plan.resume.run_id
@@ -72,6 +81,8 @@ def serverapp_main(grid: Any, context: Any) -> None:
         outcome = run_federation(grid, plan, context)
         results = federated_only_results(plan, outcome)
         results["primary_metric"] = task_metric
+        if plan.cfg.strategy == "fedxgb-hist" and outcome.monitor is not None:
+            results["collective"] = collective_record(outcome.monitor.rounds, plan.cfg, plan.params, deployed=True)
         results["run_id"] = plan.run_id
         results["privacy"] = outcome.privacy
         results["site_names"] = {
