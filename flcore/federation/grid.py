@@ -21,7 +21,7 @@ from flwr.serverapp import Grid
 
 from flcore import keys
 from flcore.federation.codecs import DECODE_ERRORS
-from flcore.federation.flowerwaits import exchange
+from flcore.federation.flowerwaits import exchange, is_deployment
 from flcore.federation.monitor import FederationMonitor, message_bytes
 from flcore.federation.transport import pack_model, packed_for_transport, unpack_model
 
@@ -32,6 +32,8 @@ class MonitoredGrid(Grid):
     def __init__(self, inner: Grid, monitor: FederationMonitor) -> None:
         self._inner = inner
         self._monitor = monitor
+        #: Whether ``inner`` is Flower's deployment grid (SuperLink and SuperNodes), not a simulation's.
+        self.deployed = is_deployment(inner)
         self._names: dict[int, str] = {}
         #: Node id -> site name registered with the node's key at the coordinator (deployments with site keys).
         self._registered: dict[int, str] = {}

@@ -26,7 +26,6 @@ from flcore.federation.checkpoint import (
     write_checkpoint,
 )
 from flcore.federation.collective import FEDERATED_MISSING, federated_available, open_session
-from flcore.federation.flowerwaits import is_deployment
 from flcore.federation.grid import MonitoredGrid
 from flcore.federation.mods.attack import ATTACKERS, choose_attackers
 from flcore.federation.mods.secagg import run_secagg_rounds
@@ -117,7 +116,7 @@ def run_federation(grid: Grid, plan: FederationPlan, context: Context | None = N
     scenario = scenario_registry.get(plan.scenario)
     monitor = FederationMonitor(on_round=_audited(plan.on_round, plan.audit))
     mgrid = MonitoredGrid(grid, monitor)
-    mgrid.pack_models = is_deployment(grid) and cfg.secure_aggregation == "none" and cfg.update_compression == "none"
+    mgrid.pack_models = mgrid.deployed and cfg.secure_aggregation == "none" and cfg.update_compression == "none"
     if plan.registry is not None:  # a deployment with site keys: names come from the registrations
         mgrid.bind_registry(registered_sites(plan.registry))
     node_ids = sorted(_wait_for_nodes(grid, plan.num_sites, plan.connect_timeout_s))
@@ -191,7 +190,7 @@ def _run_strategy(
     """The strategy's rounds (from the checkpoint's next round when resuming), checkpointed after each."""
     cfg = plan.cfg
     together = (
-        {"open_session": session_opener(plan, grid), "on_disagree": monitor.record_rejection}
+        {"open_session": session_opener(plan, grid.deployed), "on_disagree": monitor.record_rejection}
         if cfg.strategy == "fedxgb-hist"
         else {}
     )
@@ -290,7 +289,7 @@ def _run_strategy(
         ) from None
 
 
-def session_opener(plan: FederationPlan, grid: Grid) -> SessionOpener:
+def session_opener(plan: FederationPlan, deployed: bool) -> SessionOpener:
     """How ``fedxgb-hist`` starts each round's communicator: rabit on loopback in simulation, else federated TLS.
 
     Raises
@@ -300,7 +299,7 @@ def session_opener(plan: FederationPlan, grid: Grid) -> SessionOpener:
     FlsuiteError
         In a deployment whose XGBoost lacks the federated communicator (:data:`FEDERATED_MISSING`).
     """
-    if not is_deployment(grid):
+    if not deployed:
         return lambda sites: open_session("rabit", sites)
     tls = plan.collective_tls
     if tls is None:
