@@ -454,11 +454,6 @@ def test_a_round_incomplete_in_every_attempt_still_fails_the_quorum() -> None:
     assert after == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suspected bug: when run_rounds raises QuorumError, aggregate_train is never called, so FedXgbHist "
-    "never closes the last attempt's session (its tracker/federated-server process keeps running)",
-)
 @pytest.mark.usefixtures("flower_task")
 def test_a_round_that_fails_its_quorum_closes_its_session() -> None:
     strategy, grid, opener, retries = _retry_setup([{3}])

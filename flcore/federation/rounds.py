@@ -100,68 +100,74 @@ def run_rounds(
     screen = _screen_of(strategy)
     if screen is not None:
         screen.min_usable = min_sites
-    attempts = max(1, int(_attribute(strategy, "round_attempts", 1)))
-    for server_round in range(first_round, num_rounds + 1):
-        connected = wait_for_sites(grid, min_sites, timeout)
-        if len(connected) < min_sites:
-            raise QuorumError(
-                server_round,
-                len(connected),
-                min_sites,
-                [],
-                f"Round {server_round} could not start: only {len(connected)} site(s) connected after "
-                f"waiting {timeout:.0f} s, and min-sites={min_sites}.",
-            )
-        for attempt in range(1, attempts + 1):
-            random.seed(f"{seed}/{server_round}/train")  # Flower samples nodes with the `random` module
-            messages = list(strategy.configure_train(server_round, arrays, train_config, grid))
-            replies = list(grid.send_and_receive(messages, timeout=timeout))
-            answered = {m.metadata.src_node_id for m in replies if not m.has_error()}
-            if attempt == attempts or len(answered) == len(messages):
-                break
-            if on_retry is not None:
-                on_retry(server_round, attempt, _silent(messages, replies, answered, site_names)[0])
-        missing, errors = _silent(messages, replies, answered, site_names)
-        if len(answered) < min_sites:
-            raise QuorumError(
-                server_round,
-                len(answered),
-                min_sites,
-                missing,
-                f"Round {server_round}: only {len(answered)} of {len(messages)} sampled sites answered within "
-                f"{timeout:.0f} s (none usable from {', '.join(missing) or 'none'}"
-                + (f"; errors:{errors}" if errors else "")
-                + f"), fewer than min-sites={min_sites}; "
-                "the round was not aggregated and the run stopped. Lower min-sites to accept smaller rounds, "
-                "or raise reply-timeout for slow sites.",
-            )
-        try:
-            aggregated, _ = strategy.aggregate_train(server_round, replies)
-        except TooFewUpdates as short:
-            rejected = "; ".join(f"{site}: {why[:300]}" for site, why in sorted(short.rejected.items()))
-            raise QuorumError(
-                server_round,
-                len(answered),
-                min_sites,
-                missing,
-                f"Round {server_round}: only {len(short.usable)} of {len(messages)} sampled sites sent a usable "
-                f"update (rejected: {rejected or 'none'}"
-                + (f"; no answer from {', '.join(missing)}" if missing else "")
-                + (f"; errors:{errors}" if errors else "")
-                + f"), fewer than min-sites={min_sites}; the round was not aggregated and the run stopped. "
-                "Find out why those sites' updates are not usable (diverged training: lower the learning rate), "
-                "or lower min-sites to accept smaller rounds.",
-                rejected=short.rejected,
-            ) from None
-        if aggregated is not None:
-            arrays = aggregated
-        # Flower's sampling waits without limit for enough nodes: wait here, with one.
-        if len(wait_for_sites(grid, min_evaluate, timeout)) >= min_evaluate:
-            random.seed(f"{seed}/{server_round}/evaluate")
-            evaluate = list(strategy.configure_evaluate(server_round, arrays, evaluate_config, grid))
-            strategy.aggregate_evaluate(server_round, _replies(grid, evaluate, timeout))
-        after_round(server_round, arrays)
-    return arrays
+    # The suite's wrappers hand unknown attributes on to the strategy they wrap.
+    attempts = max(1, int(getattr(strategy, "round_attempts", 1)))
+    try:
+        for server_round in range(first_round, num_rounds + 1):
+            connected = wait_for_sites(grid, min_sites, timeout)
+            if len(connected) < min_sites:
+                raise QuorumError(
+                    server_round,
+                    len(connected),
+                    min_sites,
+                    [],
+                    f"Round {server_round} could not start: only {len(connected)} site(s) connected after "
+                    f"waiting {timeout:.0f} s, and min-sites={min_sites}.",
+                )
+            for attempt in range(1, attempts + 1):
+                random.seed(f"{seed}/{server_round}/train")  # Flower samples nodes with the `random` module
+                messages = list(strategy.configure_train(server_round, arrays, train_config, grid))
+                replies = list(grid.send_and_receive(messages, timeout=timeout))
+                answered = {m.metadata.src_node_id for m in replies if not m.has_error()}
+                if attempt == attempts or len(answered) == len(messages):
+                    break
+                if on_retry is not None:
+                    on_retry(server_round, attempt, _silent(messages, replies, answered, site_names)[0])
+            missing, errors = _silent(messages, replies, answered, site_names)
+            if len(answered) < min_sites:
+                raise QuorumError(
+                    server_round,
+                    len(answered),
+                    min_sites,
+                    missing,
+                    f"Round {server_round}: only {len(answered)} of {len(messages)} sampled sites answered within "
+                    f"{timeout:.0f} s (none usable from {', '.join(missing) or 'none'}"
+                    + (f"; errors:{errors}" if errors else "")
+                    + f"), fewer than min-sites={min_sites}; "
+                    "the round was not aggregated and the run stopped. Lower min-sites to accept smaller rounds, "
+                    "or raise reply-timeout for slow sites.",
+                )
+            try:
+                aggregated, _ = strategy.aggregate_train(server_round, replies)
+            except TooFewUpdates as short:
+                rejected = "; ".join(f"{site}: {why[:300]}" for site, why in sorted(short.rejected.items()))
+                raise QuorumError(
+                    server_round,
+                    len(answered),
+                    min_sites,
+                    missing,
+                    f"Round {server_round}: only {len(short.usable)} of {len(messages)} sampled sites sent a usable "
+                    f"update (rejected: {rejected or 'none'}"
+                    + (f"; no answer from {', '.join(missing)}" if missing else "")
+                    + (f"; errors:{errors}" if errors else "")
+                    + f"), fewer than min-sites={min_sites}; the round was not aggregated and the run stopped. "
+                    "Find out why those sites' updates are not usable (diverged training: lower the learning rate), "
+                    "or lower min-sites to accept smaller rounds.",
+                    rejected=short.rejected,
+                ) from None
+            if aggregated is not None:
+                arrays = aggregated
+            # Flower's sampling waits without limit for enough nodes: wait here, with one.
+            if len(wait_for_sites(grid, min_evaluate, timeout)) >= min_evaluate:
+                random.seed(f"{seed}/{server_round}/evaluate")
+                evaluate = list(strategy.configure_evaluate(server_round, arrays, evaluate_config, grid))
+                strategy.aggregate_evaluate(server_round, _replies(grid, evaluate, timeout))
+            after_round(server_round, arrays)
+        return arrays
+    finally:  # a strategy holding a round's resources (fedxgb-hist's communicator) lets them go, whatever happened
+        end = getattr(strategy, "end_session", None)
+        if end is not None:
+            end()
 
 
 def _screen_of(strategy: Any) -> ScreenedUpdates | None:
@@ -171,15 +177,6 @@ def _screen_of(strategy: Any) -> ScreenedUpdates | None:
             return strategy
         strategy = getattr(strategy, "strategy", None)
     return None
-
-
-def _attribute(strategy: Any, name: str, default: Any) -> Any:
-    """``name`` of the first strategy that has it, among ``strategy`` and those it wraps (``.strategy``)."""
-    while strategy is not None:
-        if name in vars(type(strategy)) or name in vars(strategy):
-            return getattr(strategy, name)
-        strategy = vars(strategy).get("strategy")
-    return default
 
 
 def _silent(

@@ -68,7 +68,7 @@ class FedXgbHist(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Start the round's communicator for every connected site and ask each to join it."""
-        self._close()
+        self.end_session()
         node_ids = list(grid.get_node_ids())
         if len(node_ids) < self.min_train_nodes:
             return []  # the round loop reports the missing quorum
@@ -89,7 +89,7 @@ class FedXgbHist(FedAvg):
         replies = list(replies)
         if self.session is not None:
             self.session_seconds[server_round] = self.session.seconds()
-        self._close()
+        self.end_session()
         valid, _ = self._check_and_log_replies(replies, is_train=True)
         if not valid:
             return None, None
@@ -105,7 +105,8 @@ class FedXgbHist(FedAvg):
         metrics = self.train_metrics_aggr_fn([m.content for m in kept], self.weighted_by_key)
         return kept[0].content[self.arrayrecord_key], metrics  # type: ignore[return-value]
 
-    def _close(self) -> None:
+    def end_session(self) -> None:
+        """Stop the round's communicator, if one runs (also called when a round fails: :func:`run_rounds`)."""
         if self.session is not None:
             self.session.close()
             self.session = None
