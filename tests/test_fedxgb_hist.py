@@ -25,14 +25,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from flcore import keys
-from flcore import scenario as registry
 from flcore.config import RunConfig, apply_settings
 from flcore.data.site import SITE_STATE, FeatureStats
 from flcore.deploy.certs import CertBundle, init_certs, pem_private_key
 from flcore.deploy.join import JoinOptions, collective_identity, supernode_command
 from flcore.exceptions import ConfigError, FlsuiteError, QuorumError
 from flcore.experiment.histcost import collective_record
-from flcore.federation import serverapp
+from flcore.federation import collective
 from flcore.federation.collective import (
     COLLECTIVE,
     NODE_CA,
@@ -44,7 +43,6 @@ from flcore.federation.collective import (
     worker_args,
 )
 from flcore.federation.monitor import RoundRecord
-from flcore.federation.plan import FederationPlan
 from flcore.federation.rounds import run_rounds
 from flcore.federation.strategies import build_strategy
 from flcore.federation.strategies.xgbhist import FedXgbHist
@@ -512,15 +510,10 @@ def test_fedxgb_hist_needs_three_sites() -> None:
         build_strategy(cfg, 2)
 
 
-def _plan(**fields: Any) -> FederationPlan:
-    cfg, params = registry.get("finance-five-banks").configure({"model": "xgboost"})
-    return FederationPlan("finance-five-banks", cfg, params, num_sites=3, **fields)
-
-
 def test_session_opener_in_simulation_opens_rabit(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(serverapp, "open_session", lambda *args: calls.append(args))
-    serverapp.session_opener(_plan(), deployed=False)(SITES)
+    monkeypatch.setattr(collective, "open_session", lambda *args: calls.append(args))
+    collective.session_opener(False, None, 0)(SITES)
     assert calls == [("rabit", SITES)]
 
 
@@ -528,17 +521,17 @@ def test_session_opener_in_a_deployment_needs_tls_and_the_federated_build(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     with pytest.raises(ConfigError, match=r"mutual TLS.*--certs"):
-        serverapp.session_opener(_plan(), deployed=True)
+        collective.session_opener(True, None, 9093)
     tls = TlsFiles(tmp_path / "superlink.crt", tmp_path / "superlink.key", tmp_path / "ca.crt")
-    monkeypatch.setattr(serverapp, "federated_available", lambda: False)
-    with pytest.raises(FlsuiteError, match=r"pip install 'xgboost==3\.2\.0'") as err:
-        serverapp.session_opener(_plan(collective_tls=tls), deployed=True)
+    monkeypatch.setattr(collective, "federated_available", lambda: False)
+    with pytest.raises(FlsuiteError, match=r"pip install --no-deps 'xgboost==3\.2\.0'") as err:
+        collective.session_opener(True, tls, 9093)
     assert not isinstance(err.value, ConfigError)
     # With the federated build: the federated server, with the coordinator's certificates and port.
     calls: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(serverapp, "federated_available", lambda: True)
-    monkeypatch.setattr(serverapp, "open_session", lambda *args: calls.append(args))
-    serverapp.session_opener(_plan(collective_tls=tls, collective_port=9093), deployed=True)(SITES)
+    monkeypatch.setattr(collective, "federated_available", lambda: True)
+    monkeypatch.setattr(collective, "open_session", lambda *args: calls.append(args))
+    collective.session_opener(True, tls, 9093)(SITES)
     assert calls == [("federated", SITES, tls, 9093)]
 
 

@@ -24,7 +24,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,8 +45,8 @@ def federated_available() -> bool:
 FEDERATED_MISSING = (
     "The deployed fedxgb-hist strategy needs XGBoost's federated communicator (gRPC with mutual TLS), which the "
     "installed xgboost-cpu does not include. On the coordinator and every bank: "
-    "`pip uninstall -y xgboost-cpu && pip install 'xgboost==3.2.0'` (the last release whose wheels carry it; see "
-    "docs/deploy.md), or use --strategy fedxgb-bagging."
+    "`pip uninstall -y xgboost-cpu && pip install --no-deps 'xgboost==3.2.0'` (the last release whose wheels "
+    "carry it; see docs/deploy.md), or use --strategy fedxgb-bagging."
 )
 
 
@@ -113,6 +113,40 @@ def open_session(kind: str, sites: list[str], tls: TlsFiles | None = None, port:
         tail = (proc.stderr.read().decode() if proc.stderr else "").strip().splitlines()[-3:]
         raise FlsuiteError(f"The XGBoost {kind} communicator did not start: {' '.join(tail) or 'no output'}")
     return Session(kind, list(sites), int(json.loads(line)["port"]), proc)
+
+
+#: How a strategy starts each round's communicator, given the sites in rank order.
+SessionOpener = Callable[[list[str]], Session]
+
+
+def session_opener(deployed: bool, tls: TlsFiles | None, port: int) -> SessionOpener:
+    """How ``fedxgb-hist`` starts each round's communicator: rabit on loopback in simulation, else federated TLS.
+
+    Parameters
+    ----------
+    deployed : bool
+        Whether the federation runs on Flower's deployment grid (SuperLink and SuperNodes).
+    tls, port : TlsFiles or None, int
+        The coordinator's certificates for the federated server, and its port.
+
+    Raises
+    ------
+    ConfigError
+        In a deployment without the coordinator's certificates (a plain-text trial).
+    FlsuiteError
+        In a deployment whose XGBoost lacks the federated communicator (:data:`FEDERATED_MISSING`).
+    """
+    if not deployed:
+        return lambda sites: open_session("rabit", sites)
+    if tls is None:
+        raise ConfigError(
+            "strategy=fedxgb-hist in a deployment runs XGBoost's communicator over mutual TLS with the run's "
+            "certificates, and this coordinator has none (a plain-text trial?). Start the coordinator with --certs, "
+            "or use --strategy fedxgb-bagging."
+        )
+    if not federated_available():
+        raise FlsuiteError(FEDERATED_MISSING)
+    return lambda sites: open_session("federated", sites, tls, port)
 
 
 def _tls_json(tls: TlsFiles | None) -> dict[str, str] | None:

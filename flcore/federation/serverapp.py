@@ -16,7 +16,7 @@ from flcore import keys
 from flcore import scenario as scenario_registry
 from flcore.config import to_dict
 from flcore.data.site import FeatureStats
-from flcore.exceptions import ConfigError, DataValidationError, FlsuiteError, GovernanceError
+from flcore.exceptions import DataValidationError, FlsuiteError, GovernanceError
 from flcore.federation.checkpoint import (
     RESUME_EXEMPT,
     Checkpoint,
@@ -25,7 +25,7 @@ from flcore.federation.checkpoint import (
     restore_strategy,
     write_checkpoint,
 )
-from flcore.federation.collective import FEDERATED_MISSING, federated_available, open_session
+from flcore.federation.collective import session_opener
 from flcore.federation.grid import MonitoredGrid
 from flcore.federation.mods.attack import ATTACKERS, choose_attackers
 from flcore.federation.mods.secagg import run_secagg_rounds
@@ -36,7 +36,6 @@ from flcore.federation.preprocessing import collect_preprocessing, needs_preproc
 from flcore.federation.registry import registered_sites
 from flcore.federation.rounds import QuorumError, run_rounds, wait_for_sites
 from flcore.federation.strategies import build_strategy, min_evaluate_per_round, min_sites_per_round
-from flcore.federation.strategies.xgbhist import SessionOpener
 from flcore.governance.rules import refusal_error
 from flcore.learning.privacy import CLIENT_ACCOUNTANT, SAMPLE_ACCOUNTANT
 
@@ -190,7 +189,10 @@ def _run_strategy(
     """The strategy's rounds (from the checkpoint's next round when resuming), checkpointed after each."""
     cfg = plan.cfg
     together = (
-        {"open_session": session_opener(plan, grid.deployed), "on_disagree": monitor.record_rejection}
+        {
+            "open_session": session_opener(grid.deployed, plan.collective_tls, plan.collective_port),
+            "on_disagree": monitor.record_rejection,
+        }
         if cfg.strategy == "fedxgb-hist"
         else {}
     )
@@ -287,30 +289,6 @@ def _run_strategy(
         raise QuorumError(
             err.server_round, err.answered, err.needed, err.missing, str(err) + hint, rejected=err.rejected
         ) from None
-
-
-def session_opener(plan: FederationPlan, deployed: bool) -> SessionOpener:
-    """How ``fedxgb-hist`` starts each round's communicator: rabit on loopback in simulation, else federated TLS.
-
-    Raises
-    ------
-    ConfigError
-        In a deployment without the coordinator's certificates (a plain-text trial).
-    FlsuiteError
-        In a deployment whose XGBoost lacks the federated communicator (:data:`FEDERATED_MISSING`).
-    """
-    if not deployed:
-        return lambda sites: open_session("rabit", sites)
-    tls = plan.collective_tls
-    if tls is None:
-        raise ConfigError(
-            "strategy=fedxgb-hist in a deployment runs XGBoost's communicator over mutual TLS with the run's "
-            "certificates, and this coordinator has none (a plain-text trial?). Start the coordinator with --certs, "
-            "or use --strategy fedxgb-bagging."
-        )
-    if not federated_available():
-        raise FlsuiteError(FEDERATED_MISSING)
-    return lambda sites: open_session("federated", sites, tls, plan.collective_port)
 
 
 def _retry_recorder(plan: FederationPlan) -> Callable[[int, int, list[str]], None]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -28,11 +28,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from flcore import keys
-from flcore.federation.collective import COLLECTIVE, Session
+from flcore.federation.collective import COLLECTIVE, Session, SessionOpener
 from flcore.federation.strategies.screen import RejectFn
-
-#: A Flower strategy that grows trees together: the sessions it opens, given the sites in rank order.
-SessionOpener = Callable[[list[str]], Session]
 
 
 class FedXgbHist(FedAvg):
