@@ -100,18 +100,20 @@ def open_session(kind: str, sites: list[str], tls: TlsFiles | None = None, port:
     if kind == "federated" and tls is None:
         raise ConfigError("the federated communicator runs only with mutual TLS: give the coordinator's certificates")
     spec = {"kind": kind, "workers": len(sites), "port": port, "tls": _tls_json(tls)}
+    # Its log (XGBoost's: a refused TLS handshake, say) goes where this process's goes: the coordinator's log.
     proc = subprocess.Popen(
         [sys.executable, "-m", "flcore.federation.collective", json.dumps(spec)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().decode().strip()
     if not line:
-        proc.wait(timeout=10)
-        tail = (proc.stderr.read().decode() if proc.stderr else "").strip().splitlines()[-3:]
-        raise FlsuiteError(f"The XGBoost {kind} communicator did not start: {' '.join(tail) or 'no output'}")
+        code = proc.wait(timeout=10)
+        raise FlsuiteError(
+            f"The XGBoost {kind} communicator did not start (exit code {code}; its error is in the log above). "
+            + (f"Is port {port} free on the coordinator (--xgb-port)?" if kind == "federated" else "")
+        )
     return Session(kind, list(sites), int(json.loads(line)["port"]), proc)
 
 
