@@ -29,8 +29,8 @@ import numpy as np
 from common import print_machine, table, write_json
 
 SCENARIO = "finance-five-banks"
-#: Trees each strategy adds per round, and how many banks train in a round.
-SHAPES = {"fedxgb-bagging": (1, 5), "fedxgb-cyclic": (10, 1), "fedxgb-hist": (30, 5)}
+#: Each strategy's local-epochs, and the trees it adds to the ensemble per round (five banks).
+SHAPES = {"fedxgb-bagging": (1, 5), "fedxgb-cyclic": (10, 10), "fedxgb-hist": (30, 30)}
 
 
 def pooled_pr_auc(splits: list[Any], task: Any, cfg: Any, rounds: int) -> float:
@@ -62,10 +62,10 @@ def measure(trees: int, bins: int) -> list[dict[str, Any]]:
     pooled = pooled_pr_auc(splits, task, cfg_pooled, trees)
     print(f"{bins} bins: pooled PR-AUC {pooled:.4f}", flush=True)
     rows = []
-    for strategy, (per_round, banks) in SHAPES.items():
-        rounds = trees // (per_round * banks)
+    for strategy, (epochs, per_round) in SHAPES.items():
+        rounds = trees // per_round
         cfg_s, params_s = sc.configure(
-            {**base, "strategy": strategy, "local-epochs": str(per_round), "num-server-rounds": str(rounds)}
+            {**base, "strategy": strategy, "local-epochs": str(epochs), "num-server-rounds": str(rounds)}
         )
         t0 = time.perf_counter()
         outcome, score = federate(sc, cfg_s, params_s, splits, engine="inprocess")
@@ -94,12 +94,15 @@ def measure(trees: int, bins: int) -> list[dict[str, Any]]:
 def main() -> None:
     """Measure every strategy at every bin count and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trees", type=int, default=300, help="trees every strategy grows (a multiple of 150)")
+    parser.add_argument("--trees", type=int, default=300, help="trees every strategy grows (a multiple of 30)")
     parser.add_argument("--bins", default="64,256", help="comma-separated histogram bin counts")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
-    if args.trees % 150:
-        parser.error("--trees must be a multiple of 150 (5 banks x 30 trees a round, and 10 trees a cyclic turn)")
+    if args.trees % 30:
+        parser.error("--trees must be a multiple of 30 (the trees a fedxgb-hist round grows)")
+    from flcore.federation.engines import quiet_environment
+
+    quiet_environment()  # Flower's per-round INFO lines
     print_machine()
     rows = [row for bins in args.bins.split(",") for row in measure(args.trees, int(bins))]
     print()
