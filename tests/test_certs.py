@@ -43,8 +43,10 @@ def test_init_writes_every_file_with_private_keys_0600(bundle: CertBundle) -> No
     assert {p.name for p in (root / "sites").iterdir()} == {
         "hospital_a.key",
         "hospital_a.pub",
+        "hospital_a.crt",
         "bank-2.eu.key",
         "bank-2.eu.pub",
+        "bank-2.eu.crt",
     }
     for key in (bundle.ca_key, bundle.server_key, *bundle.site_keys.values()):
         assert key is not None and _mode(key) == 0o600, key

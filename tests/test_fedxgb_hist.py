@@ -506,7 +506,7 @@ def test_worker_args_refuses_a_site_outside_the_session() -> None:
 
 def test_fedxgb_hist_needs_three_sites() -> None:
     cfg = apply_settings(RunConfig(), {"strategy": "fedxgb-hist"})
-    with pytest.raises(ConfigError, match=r"'fedxgb-hist' needs at least 3 sites, and this federation has 2"):
+    with pytest.raises(ConfigError, match=r"'fedxgb-hist' needs at least 3 sites per round"):
         build_strategy(cfg, 2)
 
 

@@ -47,8 +47,9 @@ def small_run(out: Path, scenario: str, data: Path, *settings: str) -> Path:
 
 @pytest.fixture(scope="module")
 def xgb_out(run: TabularRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tabular XGBoost (fedxgb-bagging) on the same two banks."""
-    return small_run(tmp_path_factory.mktemp("xgb") / "out", "tabular", run.data, "model=xgboost")
+    """Tabular XGBoost (fedxgb-bagging: fedxgb-hist needs three banks) on the same two banks."""
+    settings = ("model=xgboost", "strategy=fedxgb-bagging", "local-epochs=1")
+    return small_run(tmp_path_factory.mktemp("xgb") / "out", "tabular", run.data, *settings)
 
 
 @pytest.fixture(scope="module")

@@ -94,7 +94,7 @@ def test_unknown_strategy_lists_registered_ones() -> None:
 
 def test_krum_needs_enough_sites() -> None:
     cfg = apply_settings(RunConfig(), {"strategy": "krum", "krum-malicious": 1})
-    with pytest.raises(ConfigError, match=r"Strategy 'krum' needs at least 5 sites"):
+    with pytest.raises(ConfigError, match=r"Strategy 'krum' needs at least 5 sites per round"):
         build_strategy(cfg, 3)
 
 

@@ -45,6 +45,8 @@ class StrategySpec:
     min_sites: Callable[[RunConfig], int] = lambda cfg: 1
     #: Sites that train in a round at most, whatever ``fraction-train`` says (one for fedxgb-cyclic).
     max_per_round: int | None = None
+    #: Why the strategy needs :attr:`min_sites`, and what to use with fewer (told when it refuses a federation).
+    why_min: str = ""
 
     def per_round(self, cfg: RunConfig, num_sites: int) -> int:
         """Sites sampled for training in a round: ``fraction-train`` of them, at most :attr:`max_per_round`."""
@@ -128,8 +130,9 @@ REGISTRY: dict[str, StrategySpec] = {
             "(model=xgboost; at least 3 sites).",
             "Chen & Guestrin, KDD 2016 (distributed hist); NVIDIA FLARE's histogram-based XGBoost",
             lambda cfg, kw, k: FedXgbHist(**kw),
-            # Two sites could each subtract their own histograms from the sum and read the other's.
             min_sites=lambda cfg: 3,
+            why_min="With two sites, each could subtract its own histograms from the sums and read the other's; "
+            "two sites can train trees with --strategy fedxgb-bagging --set local-epochs=1.",
         ),
         StrategySpec(
             "fedxgb-bagging",
@@ -209,16 +212,11 @@ def build_strategy(cfg: RunConfig, num_sites: int, on_reject: RejectFn | None = 
     spec = get_spec(cfg.strategy)
     per_round = spec.per_round(cfg, num_sites)
     needed = max(spec.min_sites(cfg), 1)
-    if num_sites < needed:
-        raise ConfigError(
-            f"Strategy '{cfg.strategy}' needs at least {needed} sites, and this federation has {num_sites}. "
-            "Add sites or choose another strategy (see `flsuite strategies`)."
-        )
     if per_round < needed:
         raise ConfigError(
             f"Strategy '{cfg.strategy}' needs at least {needed} sites per round, but "
             f"fraction-train={cfg.fraction_train} of {num_sites} sites samples {per_round}. "
-            "Raise fraction-train, add sites or choose another strategy."
+            "Raise fraction-train, add sites or choose another strategy." + (f" {spec.why_min}" if spec.why_min else "")
         )
     min_nodes = min_sites_per_round(cfg, num_sites)
     kwargs: dict[str, Any] = {
