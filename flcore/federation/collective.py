@@ -106,8 +106,7 @@ def open_session(kind: str, sites: list[str], tls: TlsFiles | None = None, port:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().decode().strip()
+    line = proc.stdout.readline().decode().strip() if proc.stdout is not None else ""
     if not line:
         code = proc.wait(timeout=10)
         raise FlsuiteError(
