@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
+from flcore.config import to_dict
 from flcore.exceptions import CheckpointError
 from flcore.governance.audit import digest_bytes
 from flcore.outputs import atomic_write
@@ -54,6 +55,28 @@ class Checkpoint:
     @property
     def array_record(self) -> ArrayRecord:
         return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in self.arrays.items()})
+
+    def check_fits(self, scenario: str, cfg: Any, params: Any) -> None:
+        """Refuse resuming this checkpoint under another scenario or settings, or a run that cannot be resumed.
+
+        Raises
+        ------
+        CheckpointError
+            Naming the settings that differ, or why the run cannot be resumed.
+        """
+        now = {k: v for k, v in to_dict(cfg).items() if k not in RESUME_EXEMPT}
+        then = {k: v for k, v in self.config.items() if k not in RESUME_EXEMPT}
+        if self.scenario != scenario or then != now or self.params != to_dict(params):
+            changed = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+            raise CheckpointError(
+                f"The checkpoint of run {self.run_id} was written for {self.scenario} with other settings "
+                f"({', '.join(changed) or 'domain parameters'} differ). Resume with the checkpoint's own settings."
+            )
+        if cfg.privacy == "client-dp":
+            raise CheckpointError(
+                "A privacy=client-dp run cannot be resumed: the coordinator's privacy accountant is not "
+                "checkpointed. Start a new run (the sites' ledgers keep this run's reservation)."
+            )
 
 
 def find_checkpoint(path: Path | str) -> Path:

@@ -18,7 +18,6 @@ from flcore.config import to_dict
 from flcore.data.site import FeatureStats
 from flcore.exceptions import DataValidationError, FlsuiteError, GovernanceError
 from flcore.federation.checkpoint import (
-    RESUME_EXEMPT,
     Checkpoint,
     CheckpointError,
     capture_strategy,
@@ -211,7 +210,7 @@ def _run_strategy(
     first, arrays = 1, initial
     resume = plan.resume
     if resume is not None:
-        check_resumable(resume, plan)
+        resume.check_fits(plan.scenario, plan.cfg, plan.params)
         restore_strategy(strategy, resume.strategy_state)
         monitor.restore(resume.monitor)
         first, arrays = resume.round + 1, resume.array_record
@@ -301,23 +300,6 @@ def _retry_recorder(plan: FederationPlan) -> Callable[[int, int, list[str]], Non
             plan.audit.append("round-retry", run=plan.run_id, round=server_round, attempt=attempt, failed=silent)
 
     return record
-
-
-def check_resumable(resume: Checkpoint, plan: FederationPlan) -> None:
-    """Refuse a checkpoint that does not belong to this plan, or a run this version cannot resume."""
-    now = {k: v for k, v in to_dict(plan.cfg).items() if k not in RESUME_EXEMPT}
-    then = {k: v for k, v in resume.config.items() if k not in RESUME_EXEMPT}
-    if resume.scenario != plan.scenario or then != now or resume.params != to_dict(plan.params):
-        changed = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
-        raise CheckpointError(
-            f"The checkpoint of run {resume.run_id} was written for {resume.scenario} with other settings "
-            f"({', '.join(changed) or 'domain parameters'} differ). Resume with the checkpoint's own settings."
-        )
-    if plan.cfg.privacy == "client-dp":
-        raise CheckpointError(
-            "A privacy=client-dp run cannot be resumed: the coordinator's privacy accountant is not checkpointed. "
-            "Start a new run (the sites' ledgers keep this run's reservation)."
-        )
 
 
 def _end_run(grid: Grid, node_ids: list[int], plan: FederationPlan, monitor: FederationMonitor) -> dict[str, Any]:
