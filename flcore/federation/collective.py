@@ -70,7 +70,7 @@ class Session:
     started: float = field(default_factory=time.perf_counter)
 
     def worker_args(self) -> dict[str, Any]:
-        """What every worker needs to join (each adds its own rank or task id: :func:`site_args`)."""
+        """What every worker needs to join (each adds its own rank or task id: :func:`worker_args`)."""
         return {"kind": self.kind, "port": self.port, "sites": self.sites}
 
     def seconds(self) -> float:

@@ -2,8 +2,8 @@
 
 Every site loads only its own rows and joins a communicator (XGBoost's collective:
 the rabit tracker on loopback in simulation, the federated gRPC server in a
-deployment). XGBoost then grows each tree exactly as it would on the pooled rows:
-the quantile sketches are merged once per session, and at every tree level the
+deployment). XGBoost then grows each tree as it would on the pooled rows, on bin
+boundaries merged from the sites' quantile sketches (once per session); at every tree level the
 sites' gradient/hessian histograms are summed (an allreduce), so every site ends
 the session holding the same trees. A session continues from the model it is given,
 so a Flower round can be one session of K trees, checkpointed and retried as a whole.
